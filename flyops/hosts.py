@@ -1,0 +1,161 @@
+"""Where a pipeline runs: this machine (`LocalHost`, via sh) or another (`SshHost`, via fabric).
+
+Both offer the same `run_script(script, secrets)`: the script is run by `bash -c`, and the
+secrets travel on the child's **stdin**, one line each, read by a prelude this module puts in
+front of the script (`IFS= read -r NAME; export NAME`). argv (including a remote
+`bash -c '...'`) only ever holds the script text, which must not contain a secret value:
+`run_script` refuses one that does.
+
+Backup and restore code takes a `Host` and never asks which kind it got, so `--on user@host`
+runs exactly the same scripts as a local run.
+"""
+
+from __future__ import annotations
+
+import getpass
+import io
+import re
+import shlex
+import shutil
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import sh
+
+from flyops.errors import BadInput, OpsError
+from flyops.secret import Secret, redact
+
+_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+def secret_prelude(names: list[str]) -> str:
+    """The lines that move secrets from stdin into exported variables, then detach stdin."""
+    lines = ["set -u"]
+    for name in names:
+        if not _NAME.match(name):
+            raise ValueError(f"secret variable name {name!r} must be UPPER_SNAKE_CASE")
+        lines.append(f"IFS= read -r {name} || {{ echo 'flyops: secret {name} missing on stdin' >&2; exit 97; }}")
+        lines.append(f"export {name}")
+    lines.append("exec </dev/null")
+    return "\n".join(lines) + "\n"
+
+
+def prepare(script: str, secrets: Mapping[str, Secret]) -> tuple[str, str]:
+    """-> (full script for argv, stdin text). Refuses a script that carries a secret value."""
+    for name, value in secrets.items():
+        v = value.reveal()
+        if "\n" in v or "\r" in v:
+            raise BadInput(f"secret {name} contains a line break; it cannot be passed on stdin line by line")
+        if len(v) >= 4 and v in script:
+            raise OpsError(f"refusing to run a script that contains the value of {name} (it would be in argv)")
+    full = secret_prelude(list(secrets)) + script
+    stdin = "".join(value.reveal() + "\n" for value in secrets.values())
+    return full, stdin
+
+
+class Host(Protocol):
+    name: str  # user@host, for manifests and messages
+
+    def run_script(self, script: str, secrets: Mapping[str, Secret] | None = None, *,
+                   timeout: float | None = None) -> RunResult: ...
+
+    def get(self, remote: str, local: str) -> None: ...
+
+    def put(self, local: str, remote: str) -> None: ...
+
+
+class LocalHost:
+    """This machine; processes through `sh`."""
+
+    def __init__(self) -> None:
+        self.name = f"{getpass.getuser()}@{socket.gethostname()}"
+
+    def run_script(self, script: str, secrets: Mapping[str, Secret] | None = None, *,
+                   timeout: float | None = None) -> RunResult:
+        secrets = dict(secrets or {})
+        full, stdin = prepare(script, secrets)
+        bash = shutil.which("bash") or "/bin/bash"
+        try:
+            proc = sh.Command(bash)("-c", full, _in=stdin, _ok_code=list(range(256)), _return_cmd=True,
+                                    _timeout=timeout, _decode_errors="replace")
+            rc, out, err = proc.exit_code, proc.stdout, proc.stderr
+        except sh.SignalException as e:
+            rc, out, err = 128 + abs(e.exit_code), e.stdout, e.stderr
+        except sh.TimeoutException:
+            raise OpsError(f"script on {self.name} did not finish within {timeout:.0f}s") from None
+        vals = list(secrets.values())
+        return RunResult(rc, redact(_text(out), vals), redact(_text(err), vals))
+
+    def get(self, remote: str, local: str) -> None:
+        if Path(remote).resolve() != Path(local).resolve():
+            shutil.copyfile(remote, local)
+
+    def put(self, local: str, remote: str) -> None:
+        self.get(local, remote)
+
+
+class SshHost:
+    """Another machine over SSH (`fabric.Connection`); same scripts, same secrets-on-stdin."""
+
+    def __init__(self, host: str, *, user: str | None = None, port: int | None = None,
+                 key_filename: str | None = None, connect_timeout: float = 15):
+        from fabric import Connection  # imported here: only `--on` needs paramiko
+
+        kwargs: dict = {}
+        if key_filename:
+            kwargs = {"key_filename": str(key_filename), "look_for_keys": False, "allow_agent": False}
+        self.conn = Connection(host, user=user, port=port, connect_timeout=connect_timeout, connect_kwargs=kwargs)
+        self.name = f"{self.conn.user}@{self.conn.host}"
+        if self.conn.port != 22:
+            self.name += f":{self.conn.port}"
+
+    @classmethod
+    def parse(cls, target: str, *, key_filename: str | None = None) -> SshHost:
+        """`user@host`, `user@host:port` or `host` (the `--on` option)."""
+        m = re.match(r"^(?:([A-Za-z0-9._-]+)@)?([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(?::(\d+))?$", target or "")
+        if not m:
+            raise BadInput(f"--on {target!r}: expected user@host or user@host:port")
+        user, host, port = m.group(1), m.group(2).strip("[]"), m.group(3)
+        return cls(host, user=user, port=int(port) if port else None, key_filename=key_filename)
+
+    def run_script(self, script: str, secrets: Mapping[str, Secret] | None = None, *,
+                   timeout: float | None = None) -> RunResult:
+        secrets = dict(secrets or {})
+        full, stdin = prepare(script, secrets)
+        try:
+            r = self.conn.run("bash -c " + shlex.quote(full), in_stream=io.StringIO(stdin), echo_stdin=False,
+                              hide=True, warn=True, timeout=timeout, pty=False)
+        except Exception as e:  # paramiko/socket errors: unreachable host, auth failure
+            raise OpsError(f"cannot run on {self.name}: {type(e).__name__}: {e}",
+                           fix="check `ssh` to the host works with the same user, port and key") from None
+        vals = list(secrets.values())
+        return RunResult(r.exited, redact(r.stdout, vals), redact(r.stderr, vals))
+
+    def get(self, remote: str, local: str) -> None:
+        self.conn.get(remote, local)
+
+    def put(self, local: str, remote: str) -> None:
+        self.conn.put(local, remote)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _text(b: bytes | str | None) -> str:
+    if b is None:
+        return ""
+    return b.decode(errors="replace") if isinstance(b, bytes) else b
