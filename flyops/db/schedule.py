@@ -1,6 +1,7 @@
 """When backups, prunes and drills run: crontab lines, systemd units, a scheduled Fly Machine.
 
-Pure builders: every function returns text or argv lists and runs nothing. The tasks
+Pure builders: every function returns text or argv lists and runs nothing. flyctl argv are
+the words after the `fly` binary, as `flyops.flyctl.commands.Call.args` has them. The tasks
 `schedule.show` (prints `crontab_lines` / `systemd_units`) and `schedule.fly` (runs the argv
 from `fly_runner_calls` through the one flyctl runner) sit on top.
 
@@ -221,13 +222,13 @@ def runner_app_name(env: str, prefix: str = "flyops-backup") -> str:
 
 def apps_create_argv(app: str, org: str) -> list[str]:
     """`fly machine run` cannot create an app non-interactively (it has no --yes): create it first."""
-    return ["fly", "apps", "create", app, "--org", org]
+    return ["apps", "create", app, "--org", org]
 
 
 def secrets_import_argv(app: str) -> list[str]:
     """NAME=VALUE lines for `runner_secret_keys()` go on stdin. `--stage`: the machine created
     afterwards picks them up; there is nothing to restart yet."""
-    return ["fly", "secrets", "import", "--app", app, "--stage"]
+    return ["secrets", "import", "--app", app, "--stage"]
 
 
 def fly_machine_run_argv(
@@ -260,7 +261,7 @@ def fly_machine_run_argv(
         # flyctl treats ./ and / as "build from the current directory"
         raise BadInput(f"backup-runner image {image!r} must be a registry reference, e.g. registry.fly.io/APP:TAG")
     argv = [
-        "fly", "machine", "run", image,
+        "machine", "run", image,
         "--app", app,
         "--region", region,
         "--name", name or f"backup-runner-{env}",

@@ -148,7 +148,7 @@ def test_machine_run_argv_is_exact_and_uses_only_known_flags():
     argv = fly_machine_run_argv("registry.fly.io/flyops-backup-production:pg16", app="flyops-backup-production",
                                 region="fra", env="production")
     assert argv == [
-        "fly", "machine", "run", "registry.fly.io/flyops-backup-production:pg16",
+        "machine", "run", "registry.fly.io/flyops-backup-production:pg16",
         "--app", "flyops-backup-production",
         "--region", "fra",
         "--name", "backup-runner-production",
@@ -161,7 +161,7 @@ def test_machine_run_argv_is_exact_and_uses_only_known_flags():
     ]
     spec = FLAGS["machine run"]
     known = set(spec["flags"])
-    assert set(_flags_of(argv, 4)) <= known
+    assert set(_flags_of(argv, 3)) <= known
     assert "--yes" not in argv  # machine run has no --yes
     i = argv.index("--schedule")
     assert argv[i + 1] in spec["allowed_values"]["--schedule"]
@@ -174,7 +174,7 @@ def test_every_schedule_value_and_vm_size_stay_within_the_flag_table():
     for value in spec["allowed_values"]["--schedule"]:
         argv = fly_machine_run_argv("img:1", app="a", region="fra", env="staging", schedule=value,
                                     vm_size="shared-cpu-1x", restart=None)
-        assert set(_flags_of(argv, 4)) <= set(spec["flags"])
+        assert set(_flags_of(argv, 3)) <= set(spec["flags"])
         assert "--restart" not in argv
 
 
@@ -189,12 +189,12 @@ def test_machine_run_refuses_what_flyctl_would_not_take():
 
 def test_runner_app_is_created_first_and_gets_secret_names_only():
     assert apps_create_argv("flyops-backup-production", "acme") == [
-        "fly", "apps", "create", "flyops-backup-production", "--org", "acme"]
-    assert set(_flags_of(apps_create_argv("x", "o"), 3)) <= set(FLAGS["apps create"]["flags"])
-    assert set(_flags_of(secrets_import_argv("x"), 3)) <= set(FLAGS["secrets import"]["flags"])
+        "apps", "create", "flyops-backup-production", "--org", "acme"]
+    assert set(_flags_of(apps_create_argv("x", "o"), 2)) <= set(FLAGS["apps create"]["flags"])
+    assert set(_flags_of(secrets_import_argv("x"), 2)) <= set(FLAGS["secrets import"]["flags"])
     calls = fly_runner_calls("img:1", org="acme", region="fra", env="production",
                              available_keys={"HEARTBEAT_URL", "UNRELATED"})
-    assert [c["argv"][1:3] for c in calls] == [["apps", "create"], ["secrets", "import"], ["machine", "run"]]
+    assert [c["argv"][:2] for c in calls] == [["apps", "create"], ["secrets", "import"], ["machine", "run"]]
     assert calls[1]["stdin_keys"] == [*RUNNER_SECRET_KEYS, "HEARTBEAT_URL"]
     assert runner_secret_keys() == list(RUNNER_SECRET_KEYS)
     for c in calls:  # names never carry values
