@@ -1,0 +1,75 @@
+"""env/<env>.env: the values the stack refers to by key, read with python-dotenv.
+
+Values become `Secret`s as soon as they are read. A file readable by group or others is
+refused (with the chmod that fixes it). Missing keys are reported all at once.
+"""
+
+from __future__ import annotations
+
+import io
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from flyops.errors import BadInput
+from flyops.secret import Secret
+
+
+@dataclass(frozen=True)
+class EnvFile:
+    path: Path
+    values: dict[str, Secret] = field(default_factory=dict)
+    exists: bool = True
+
+    def get(self, key: str) -> Secret | None:
+        return self.values.get(key)
+
+    def require(self, keys: Iterable[str], *, why: str = "") -> dict[str, Secret]:
+        """The values of `keys`; one BadInput naming every missing or empty key."""
+        keys = list(dict.fromkeys(keys))
+        missing = [k for k in keys if k not in self.values or not self.values[k].reveal()]
+        if missing:
+            example = self.path.with_name(self.path.name + ".example")
+            where = str(self.path) if self.exists else f"{self.path} (the file does not exist)"
+            raise BadInput(
+                f"{where}: missing {len(missing)} key(s){' ' + why if why else ''}: {', '.join(missing)}",
+                fix=f"add them to {self.path.name} (every key is listed in {example.name}); the file must be chmod 600",
+            )
+        return {k: self.values[k] for k in keys}
+
+
+def env_path(root: Path, env: str) -> Path:
+    return Path(root) / "env" / f"{env}.env"
+
+
+def load_env(root: Path, env: str, *, must_exist: bool = False) -> EnvFile:
+    """Read env/<env>.env. A missing file is an empty EnvFile unless `must_exist`."""
+    path = env_path(root, env)
+    if not path.exists():
+        if must_exist:
+            raise BadInput(
+                f"{path} does not exist",
+                fix=f"cp {path}.example {path} && chmod 600 {path}, then fill in the values",
+            )
+        return EnvFile(path=path, values={}, exists=False)
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise BadInput(
+            f"{path} is readable by group or others (mode {stat.filemode(mode)}); it holds secrets",
+            fix=f"chmod 600 {path}",
+        )
+    return EnvFile(path=path, values=parse_env_text(path.read_text(encoding="utf-8"), source=str(path)))
+
+
+def parse_env_text(text: str, *, source: str = "<env>") -> dict[str, Secret]:
+    """Parse dotenv text exactly as python-dotenv reads it, without interpolation."""
+    raw = dotenv_values(stream=io.StringIO(text), interpolate=False)
+    out: dict[str, Secret] = {}
+    for key, value in raw.items():
+        if value is None:
+            raise BadInput(f"{source}: line for {key!r} has no '=' (write {key}=value)")
+        out[key] = Secret(value)
+    return out

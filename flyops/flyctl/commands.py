@@ -1,0 +1,188 @@
+"""Pure builders for every flyctl call this repository makes.
+
+Each returns a `Call`: the argv after the binary, whether it changes anything on Fly
+(`--dry` prints those instead of running them), and an optional Secret for stdin. Nothing
+here runs a process; `flyops.flyctl.runner.FlyRunner` does. Flag names follow
+flyctl.md and flyctl_flags.json; output is always asked for as `--json` where flyctl has it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flyops.secret import Secret
+
+
+@dataclass(frozen=True)
+class Call:
+    args: tuple[str, ...]
+    mutating: bool
+    stdin: Secret | None = field(default=None, repr=False)
+    json: bool = False
+    cwd: Path | None = None
+
+    def __post_init__(self) -> None:
+        for a in self.args:
+            if not isinstance(a, str):
+                raise TypeError(f"flyctl argument {a!r} is not a str (a Secret never goes in argv)")
+
+
+def _read(*args: str) -> Call:
+    return Call(tuple(args), mutating=False, json="--json" in args)
+
+
+def _write(*args: str, stdin: Secret | None = None, cwd: Path | None = None) -> Call:
+    return Call(tuple(args), mutating=True, stdin=stdin, json="--json" in args, cwd=cwd)
+
+
+# --- apps ------------------------------------------------------------------------------
+
+
+def apps_list(org: str) -> Call:
+    return _read("apps", "list", "--org", org, "--json")
+
+
+def apps_create(app: str, org: str) -> Call:
+    return _write("apps", "create", app, "--org", org, "--json")
+
+
+def apps_destroy(app: str) -> Call:
+    return _write("apps", "destroy", app, "--yes")
+
+
+def status(app: str) -> Call:
+    return _read("status", "--app", app, "--json")
+
+
+def machine_list(app: str) -> Call:
+    return _read("machine", "list", "--app", app, "--json")
+
+
+def releases(app: str) -> Call:
+    return _read("releases", "--app", app, "--json")
+
+
+# --- volumes ---------------------------------------------------------------------------
+
+
+def volumes_list(app: str) -> Call:
+    return _read("volumes", "list", "--app", app, "--json")
+
+
+def volumes_create(app: str, name: str, region: str, size_gb: int) -> Call:
+    # --yes: skip the "volumes are pinned to a host" confirmation, which fails non-interactively
+    return _write(
+        "volumes", "create", name, "--app", app, "--region", region, "--size", str(size_gb), "--yes", "--json"
+    )
+
+
+def volumes_extend(app: str, volume_id: str, size_gb: int) -> Call:
+    return _write("volumes", "extend", volume_id, "--app", app, "--size", str(size_gb), "--yes", "--json")
+
+
+# --- secrets ---------------------------------------------------------------------------
+
+
+def secrets_list(app: str) -> Call:
+    return _read("secrets", "list", "--app", app, "--json")
+
+
+def secrets_import(app: str, payload: Secret, *, stage: bool) -> Call:
+    """Values travel on stdin only; `--stage` defers the restart to the next deploy."""
+    args = ["secrets", "import", "--app", app]
+    if stage:
+        args.append("--stage")
+    return _write(*args, stdin=payload)
+
+
+def secrets_unset(app: str, names: list[str], *, stage: bool) -> Call:
+    args = ["secrets", "unset", *names, "--app", app]
+    if stage:
+        args.append("--stage")
+    return _write(*args)
+
+
+def secrets_deploy(app: str) -> Call:
+    return _write("secrets", "deploy", "--app", app)
+
+
+# --- deploy ----------------------------------------------------------------------------
+
+
+def deploy(
+    app: str,
+    config: Path,
+    *,
+    workdir: Path | None = None,
+    image: str | None = None,
+    strategy: str | None = None,
+    wait_timeout: str | None = None,
+) -> Call:
+    """`fly deploy` with an absolute --config (a positional WORKING_DIRECTORY is chdir'ed
+    into first, so a relative --config would resolve from there; flyctl.md §3)."""
+    if not Path(config).is_absolute():
+        raise ValueError(f"deploy needs an absolute --config path, got {config}")
+    args: list[str] = ["deploy"]
+    if workdir is not None and image is None:
+        args.append(str(Path(workdir).resolve()))
+    args += ["--config", str(config), "--app", app, "--yes"]
+    if image:
+        args += ["--image", image]
+    else:
+        args.append("--remote-only")
+    if strategy:
+        args += ["--strategy", strategy]
+    if wait_timeout:
+        args += ["--wait-timeout", wait_timeout]
+    return _write(*args)
+
+
+def scale_count(app: str, count: int, regions: list[str]) -> Call:
+    return _write("scale", "count", str(count), "--region", ",".join(regions), "--app", app, "--yes")
+
+
+# --- postgres --------------------------------------------------------------------------
+
+
+def postgres_list() -> Call:
+    return _read("postgres", "list", "--json")
+
+
+def postgres_create(
+    name: str, org: str, region: str, *, cluster_size: int, vm_size: str, volume_size_gb: int
+) -> Call:
+    """Non-interactive: all three of size, VM and volume skip the configuration picker (§9)."""
+    return _write(
+        "postgres", "create", "--name", name, "--org", org, "--region", region,
+        "--initial-cluster-size", str(cluster_size), "--vm-size", vm_size,
+        "--volume-size", str(volume_size_gb),
+    )
+
+
+def postgres_attach(pg_app: str, app: str, database_name: str) -> Call:
+    return _write("postgres", "attach", pg_app, "--app", app, "--database-name", database_name, "--yes")
+
+
+# --- access ----------------------------------------------------------------------------
+
+
+def proxy(app: str, local_port: int, remote_port: int, host: str | None = None) -> Call:
+    """A long-running tunnel; the runner starts it in the background and waits for
+    `Proxying localhost:<port> to remote [...]` on stdout (§7)."""
+    args = ["proxy", f"{local_port}:{remote_port}"]
+    if host:
+        args.append(host)
+    args += ["--app", app, "--quiet"]
+    return Call(tuple(args), mutating=False)
+
+
+def ssh_command(app: str, command: str, *, machine: str | None = None) -> Call:
+    args = ["ssh", "console", "--app", app, "--command", command]
+    if machine:
+        args += ["--machine", machine]
+    return _read(*args)
+
+
+def config_validate(config: Path) -> Call:
+    return _read("config", "validate", "--config", str(config))

@@ -1,0 +1,39 @@
+"""Showing results: rich tables on a terminal, one JSON document with --json."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from flyops.secret import RedactingEncoder
+
+ACTION_STYLE = {"create": "green", "change": "yellow", "keep": "dim", "remove": "red"}
+
+
+def console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    """The one JSON object a --json run prints on stdout. Secrets are masked."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, cls=RedactingEncoder, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, styles: dict[int, dict[str, str]] | None = None) -> Table:
+    t = Table(title=title, title_justify="left", show_edge=False, header_style="bold")
+    for c in columns:
+        t.add_column(c)
+    for row in rows:
+        cells = ["" if v is None else str(v) for v in row]
+        style = None
+        if styles:
+            for idx, mapping in styles.items():
+                style = mapping.get(cells[idx], style)
+        t.add_row(*cells, style=style)
+    return t

@@ -1,0 +1,1 @@
+"""Invoke task collections. Tasks only parse options, call the core and present results."""

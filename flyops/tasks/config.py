@@ -1,0 +1,81 @@
+"""config.*: render, check and show the per-app fly.toml files of an environment."""
+
+from __future__ import annotations
+
+import os
+
+from flyops.errors import ChangesPending, ExitCode, OpsError
+from flyops.present import console, print_json
+from flyops.render import render_all, stale_files
+from flyops.stack import environments, load_stack
+from flyops.tasks.base import root, stack_for, task
+
+
+@task(help={"env": "environment (fly/<env>.toml), e.g. staging"})
+def render(ctx, env):
+    """Write fly/<env>/<component>.toml for every app of an environment from the stack."""
+    stack = stack_for(env)
+    out = console()
+    files = render_all(stack)
+    stack.rendered_dir().mkdir(parents=True, exist_ok=True)
+    for path, text in files.items():
+        old = path.read_text(encoding="utf-8") if path.exists() else None
+        if old != text:
+            path.write_text(text, encoding="utf-8")
+        state = "unchanged" if old == text else ("written" if old is None else "updated")
+        out.print(f"{os.path.relpath(path, root())}: {state}")
+
+
+@task(help={"env": "check one environment (default: every environment with Fly apps)"})
+def check(ctx, env=None):
+    """Fail (exit 7) when a rendered fly.toml is stale or missing, or the stack is invalid (for CI)."""
+    envs = [env] if env else environments(root())
+    problems = []
+    for name in envs:
+        stack = load_stack(root(), name)  # an invalid stack raises BadInput (exit 2)
+        if not stack.on_fly:
+            continue
+        problems += [f"{os.path.relpath(p, root())}: {why}" for p, why in stale_files(stack)]
+    if problems:
+        raise ChangesPending(
+            "rendered fly.toml files do not match the stack:\n  " + "\n  ".join(problems),
+            fix="run `inv config.render --env ENV` and commit the result",
+        )
+    console().print(f"rendered files are current for: {', '.join(envs)}")
+
+
+@task(help={"env": "environment to show", "json": "print JSON instead of TOML-like text"})
+def show(ctx, env, json=False):
+    """Print the merged stack of an environment (app names resolved, secrets masked)."""
+    stack = stack_for(env)
+    data = stack.model.model_dump(mode="json")
+    data["app_names"] = {c.name: c.app for c in stack.components()}
+    data["env"] = stack.env
+    data["backup"]["repository"] = stack.backup_repository()
+    try:
+        from flyops.envfile import load_env
+        from flyops.wanted import wanted_names
+
+        envfile = load_env(root(), env)
+        data["secrets"] = {
+            comp: {name: ("set" if envfile.exists else "env file missing") for name in sorted(names)}
+            for comp, names in wanted_names(stack).items()
+        } if stack.on_fly else {}
+    except OpsError as exc:
+        if exc.code != ExitCode.BAD_INPUT:
+            raise
+        data["secrets"] = {"error": exc.message}
+    if json:
+        print_json(data)
+        return
+    import tomlkit
+
+    console().print(tomlkit.dumps(_strip_none(data)), markup=False)
+
+
+def _strip_none(value):
+    if isinstance(value, dict):
+        return {k: _strip_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_strip_none(v) for v in value]
+    return value

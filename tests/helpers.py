@@ -1,0 +1,32 @@
+"""Small helpers shared by tests: a copy of the repository's stack to break on purpose."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def copy_stack(dest: Path) -> Path:
+    """Copy fly/ (stack, overlays, rendered files), keydb/ and env/*.example into `dest`."""
+    shutil.copytree(REPO / "fly", dest / "fly")
+    if (REPO / "keydb").is_dir():
+        shutil.copytree(REPO / "keydb", dest / "keydb")
+    (dest / "env").mkdir()
+    for example in (REPO / "env").glob("*.env.example"):
+        shutil.copy(example, dest / "env" / example.name)
+    return dest
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def write_env(root: Path, env: str, values: dict[str, str], mode: int = 0o600) -> Path:
+    path = root / "env" / f"{env}.env"
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    path.chmod(mode)
+    return path
