@@ -42,28 +42,32 @@ class RunResult:
         return self.rc == 0
 
 
-def secret_prelude(names: list[str]) -> str:
-    """The lines that move secrets from stdin into exported variables, then detach stdin."""
+def secret_prelude(names: list[str], keep_stdin: bool = False) -> str:
+    """The lines that move secrets from stdin into exported variables, then detach stdin
+    (unless the script reads data that follows the secrets: `keep_stdin`)."""
     lines = ["set -u"]
     for name in names:
         if not _NAME.match(name):
             raise ValueError(f"secret variable name {name!r} must be UPPER_SNAKE_CASE")
         lines.append(f"IFS= read -r {name} || {{ echo 'flyops: secret {name} missing on stdin' >&2; exit 97; }}")
         lines.append(f"export {name}")
-    lines.append("exec </dev/null")
+    if not keep_stdin:
+        lines.append("exec </dev/null")
     return "\n".join(lines) + "\n"
 
 
-def prepare(script: str, secrets: Mapping[str, Secret]) -> tuple[str, str]:
-    """-> (full script for argv, stdin text). Refuses a script that carries a secret value."""
+def prepare(script: str, secrets: Mapping[str, Secret], data: str | None = None) -> tuple[str, str]:
+    """-> (full script for argv, stdin text). Refuses a script that carries a secret value.
+
+    `data`, when given, follows the secret lines on stdin for the script to read (e.g. `cat`)."""
     for name, value in secrets.items():
         v = value.reveal()
         if "\n" in v or "\r" in v:
             raise BadInput(f"secret {name} contains a line break; it cannot be passed on stdin line by line")
         if len(v) >= 4 and v in script:
             raise OpsError(f"refusing to run a script that contains the value of {name} (it would be in argv)")
-    full = secret_prelude(list(secrets)) + script
-    stdin = "".join(value.reveal() + "\n" for value in secrets.values())
+    full = secret_prelude(list(secrets), keep_stdin=data is not None) + script
+    stdin = "".join(value.reveal() + "\n" for value in secrets.values()) + (data or "")
     return full, stdin
 
 
@@ -71,7 +75,7 @@ class Host(Protocol):
     name: str  # user@host, for manifests and messages
 
     def run_script(self, script: str, secrets: Mapping[str, Secret] | None = None, *,
-                   timeout: float | None = None) -> RunResult: ...
+                   data: str | None = None, timeout: float | None = None) -> RunResult: ...
 
     def get(self, remote: str, local: str) -> None: ...
 
@@ -85,12 +89,12 @@ class LocalHost:
         self.name = f"{getpass.getuser()}@{socket.gethostname()}"
 
     def run_script(self, script: str, secrets: Mapping[str, Secret] | None = None, *,
-                   timeout: float | None = None) -> RunResult:
+                   data: str | None = None, timeout: float | None = None) -> RunResult:
         secrets = dict(secrets or {})
-        full, stdin = prepare(script, secrets)
+        full, stdin = prepare(script, secrets, data)
         bash = shutil.which("bash") or "/bin/bash"
         try:
-            proc = sh.Command(bash)("-c", full, _in=stdin, _ok_code=list(range(256)), _return_cmd=True,
+            proc = sh.Command(bash)("-c", full, _in=stdin, _ok_code=list(range(256)), _return_cmd=True, _tty_out=False,
                                     _timeout=timeout, _decode_errors="replace")
             rc, out, err = proc.exit_code, proc.stdout, proc.stderr
         except sh.SignalException as e:
@@ -133,9 +137,9 @@ class SshHost:
         return cls(host, user=user, port=int(port) if port else None, key_filename=key_filename)
 
     def run_script(self, script: str, secrets: Mapping[str, Secret] | None = None, *,
-                   timeout: float | None = None) -> RunResult:
+                   data: str | None = None, timeout: float | None = None) -> RunResult:
         secrets = dict(secrets or {})
-        full, stdin = prepare(script, secrets)
+        full, stdin = prepare(script, secrets, data)
         try:
             r = self.conn.run("bash -c " + shlex.quote(full), in_stream=io.StringIO(stdin), echo_stdin=False,
                               hide=True, warn=True, timeout=timeout, pty=False)

@@ -162,7 +162,7 @@ class ScratchCluster:
         argv = self._argv(tool, *args)
         # cwd: runuser keeps the cwd, which may be unreadable for the unprivileged user
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        return str(sh.Command(argv[0])(*argv[1:], _cwd=str(self.dir), _env=env, _err_to_out=True,
+        return str(sh.Command(argv[0])(*argv[1:], _cwd=str(self.dir), _env=env, _err_to_out=True, _tty_out=False,
                                          _decode_errors="replace"))
 
     def _psql(self, *args: str, dbname: str = "postgres") -> str:

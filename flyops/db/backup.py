@@ -1,0 +1,418 @@
+"""Take a backup: pg_dump -Fc -Z0 streamed into restic, checked, then a manifest.
+
+A backup is *listed* only when both of its snapshots exist: the dump (written first) and the
+manifest (written only after pg_dump, tee, sha256sum, wc and restic all exited 0 and the byte
+counts agreed). A failed run forgets whatever dump snapshot it produced; should even that fail
+(e.g. SIGKILL), the orphan dump is invisible to listings and restores, and `prune` removes it.
+
+Restic 0.14 has no `--stdin-from-command`, so the pipeline is a bash script that records
+every process's exit status (PIPESTATUS) and hashes/counts the stream through FIFOs:
+
+    pg_dump | tee sha.fifo len.fifo | restic backup --stdin
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import json
+import os
+import re
+import shlex
+import socket
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from flyops.db import pgconn
+from flyops.db.config import DEFAULT_TOOLS, BackupSource, Notify, RepoConfig, Retention, Tools
+from flyops.db.manifest import KINDS, database_facts, new_backup_id, utcnow
+from flyops.db.restic import Repo, summary, tag_value
+from flyops.errors import BadInput, Busy, OpsError, PreconditionFailed
+from flyops.hosts import Host, LocalHost, RunResult
+from flyops.secret import Secret, redact
+
+LOCK_CLASS = 0x666C79  # advisory lock class id ("fly"); the object id is hashtext('flyops-backup:<env>')
+MANIFEST_FILE = "manifest.json"
+VERIFY_FILE = "verify.json"
+
+
+# -- locking ------------------------------------------------------------------------------
+
+
+def default_lock_dir() -> Path:
+    return Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / "flyops-locks"
+
+
+@contextlib.contextmanager
+def backup_lock(env: str, lock_dir: Path | None = None) -> Iterator[None]:
+    """Local flock per environment; a second run fails at once with Busy (exit 4)."""
+    d = Path(lock_dir or default_lock_dir())
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"backup-{env}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Busy(f"another backup of {env} is running (lock {path} is held)",
+                       fix="wait for it to finish; backups never queue") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def try_advisory_lock(conn, env: str) -> None:
+    """Session-level advisory lock in the source DB (cross-host); released on disconnect."""
+    got = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (LOCK_CLASS, f"flyops-backup:{env}")).fetchone()[0]
+    if not got:
+        raise Busy(f"another backup of {env} holds the database advisory lock",
+                   fix="wait for it to finish; backups never queue")
+
+
+# -- script builders (pure) -----------------------------------------------------------------
+
+
+def dump_filename(db: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", db) + ".dump"
+
+
+def pg_dump_argv(tools: Tools, conninfo: str, snapshot: str | None) -> list[str]:
+    argv = [tools.pg_dump, "--format=custom", "--compress=0"]
+    if snapshot:
+        argv.append(f"--snapshot={snapshot}")
+    return argv + ["--dbname", conninfo]
+
+
+def backup_script(dump_argv: list[str], restic_argv: list[str]) -> str:
+    """The pipeline. Prints key=value lines: rc_pg_dump, rc_tee, rc_restic, rc_sha, rc_len,
+    sha256, bytes, summary (restic's JSON summary line). Child stderr tails go to stderr."""
+    return f"""\
+work=$(mktemp -d "${{TMPDIR:-/tmp}}/flyops-backup.XXXXXX") || exit 90
+trap 'rm -rf "$work"' EXIT
+mkfifo "$work/sha.fifo" "$work/len.fifo" || exit 91
+sha256sum < "$work/sha.fifo" > "$work/sha" & sha_pid=$!
+wc -c < "$work/len.fifo" > "$work/len" & len_pid=$!
+{shlex.join(dump_argv)} 2> "$work/pg_dump.err" \\
+  | tee "$work/sha.fifo" "$work/len.fifo" \\
+  | {shlex.join(restic_argv)} > "$work/restic.out" 2> "$work/restic.err"
+st=("${{PIPESTATUS[@]}}")
+wait "$sha_pid"; rc_sha=$?
+wait "$len_pid"; rc_len=$?
+echo "rc_pg_dump=${{st[0]}}"
+echo "rc_tee=${{st[1]}}"
+echo "rc_restic=${{st[2]}}"
+echo "rc_sha=$rc_sha"
+echo "rc_len=$rc_len"
+echo "sha256=$(cut -d' ' -f1 < "$work/sha")"
+echo "bytes=$(tr -d ' \\n' < "$work/len")"
+echo "summary=$(grep '"message_type":"summary"' "$work/restic.out" | tail -n 1)"
+{{ echo "--- pg_dump:"; tail -c 3000 "$work/pg_dump.err"; echo "--- restic:"; tail -c 3000 "$work/restic.err"; }} >&2
+"""
+
+
+def parse_kv(stdout: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in stdout.splitlines():
+        k, sep, v = line.partition("=")
+        if sep and re.match(r"^[a-z_0-9]+$", k):
+            out[k] = v
+    return out
+
+
+_PG_VERSION = re.compile(r"\(PostgreSQL\)\s+((\d+)\S*)")
+
+
+def client_version(host: Host, binary: str) -> tuple[int, str]:
+    """(major, full version string) of pg_dump/pg_restore on the host."""
+    r = host.run_script(shlex.join([binary, "--version"]) + "\n")
+    m = _PG_VERSION.search(r.stdout)
+    if not r.ok or not m:
+        raise PreconditionFailed(f"{binary} not usable on {host.name}: {(r.stderr or r.stdout).strip()[-300:]}",
+                                 fix="run scripts/setup (installs postgresql-client) on that host")
+    return int(m.group(2)), m.group(1)
+
+
+def check_versions(dump_major: int, server_version_num: int, tool: str = "pg_dump") -> None:
+    server_major = server_version_num // 10000
+    if dump_major < server_major:
+        raise PreconditionFailed(
+            f"{tool} {dump_major} is older than the server ({server_major}); it would refuse or produce a bad dump",
+            fix=f"install the PostgreSQL {server_major} client on the host that runs the backup",
+        )
+
+
+# -- notifications --------------------------------------------------------------------------
+
+
+def _send(url: Secret, data: bytes | None, timeout: float) -> str | None:
+    try:
+        req = urllib.request.Request(url.reveal(), data=data, method="POST" if data is not None else "GET",
+                                     headers={"Content-Type": "application/json"} if data else {})
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            resp.read(1024)
+        return None
+    except Exception as e:  # noqa: BLE001 - a notification failure must not mask the backup result
+        return redact(f"{type(e).__name__}: {e}", [url])
+
+
+def notify_success(notify: Notify | None) -> str | None:
+    if notify and notify.heartbeat_url:
+        return _send(notify.heartbeat_url, None, notify.timeout)
+    return None
+
+
+def notify_failure(notify: Notify | None, env: str, kind: str, error: OpsError | BaseException) -> str | None:
+    if notify and notify.failure_webhook:
+        text = f"flyops backup of {env} ({kind}) failed: {getattr(error, 'message', str(error))}"
+        body = json.dumps({"text": text[:3000], "env": env, "kind": kind,
+                           "exit_code": int(getattr(error, "code", 1))}).encode()
+        return _send(notify.failure_webhook, body, notify.timeout)
+    return None
+
+
+# -- backup -------------------------------------------------------------------------------------
+
+
+def operator() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def backup(source: BackupSource, repo_config: RepoConfig, *, host: Host | None = None, kind: str = "manual",
+           reason: str = "", pinned: bool = False, tools: Tools = DEFAULT_TOOLS, notify: Notify | None = None,
+           lock_dir: Path | None = None) -> dict:
+    """Back up `source` into the repository; returns the manifest. Raises Busy, PreconditionFailed, OpsError."""
+    if kind not in KINDS:
+        raise BadInput(f"kind {kind!r}: expected one of {', '.join(KINDS)}")
+    host = host or LocalHost()
+    try:
+        with backup_lock(source.env, lock_dir):
+            return _backup_locked(source, repo_config, host, kind, reason, pinned or kind == "pre-restore", tools,
+                                  notify)
+    except Busy:
+        raise  # the other run reports for itself
+    except (OpsError, KeyboardInterrupt) as e:
+        notify_failure(notify, source.env, kind, e)
+        raise
+
+
+def _backup_locked(source: BackupSource, repo_config: RepoConfig, host: Host, kind: str, reason: str,
+                   pinned: bool, tools: Tools, notify: Notify | None) -> dict:
+    repo = Repo(repo_config, host, tools)
+    db = pgconn.dbname(source.url)
+    backup_id = new_backup_id(kind)
+    conn = pgconn.connect(source.url)
+    started = complete = False
+    try:
+        try_advisory_lock(conn, source.env)
+        dump_major, dump_version = client_version(host, tools.pg_dump)
+        server_num = int(conn.execute("SHOW server_version_num").fetchone()[0])
+        check_versions(dump_major, server_num)
+        repo.ensure()
+
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        facts = database_facts(conn)  # same snapshot as the dump; the session stays open until pg_dump ends
+        filename = dump_filename(db)
+        tags = ["part=dump", f"id={backup_id}", f"env={source.env}", f"kind={kind}"]
+        script = backup_script(pg_dump_argv(tools, pgconn.conninfo_without_password(source.url), snapshot),
+                               repo.backup_argv(filename, tags, source.env))
+        start = utcnow()
+        started = True  # from here on a dump snapshot may exist
+        r = host.run_script(script, {**pgconn.libpq_secrets(source.url), **repo_config.secrets()})
+        end = utcnow()
+        conn.execute("COMMIT")
+        out = parse_kv(r.stdout)
+        _check_pipeline(r, out, host)
+        s = summary(out["summary"])
+        manifest = {
+            "format": 1,
+            "id": backup_id,
+            "environment": source.env,
+            "database": db,
+            "file": filename,
+            "kind": kind,
+            "pinned": pinned,
+            "who": operator(),
+            "ran_on": host.name,
+            "reason": reason,
+            "start": start,
+            "end": end,
+            "server_version": facts["server_version"],
+            "server_version_num": facts["server_version_num"],
+            "pg_dump_version": dump_version,
+            "bytes": int(out["bytes"]),
+            "sha256": out["sha256"],
+            "extensions": facts["extensions"],
+            "large_objects": facts["large_objects"],
+            "schema_migrations_head": facts["schema_migrations_head"],
+            "tables": facts["tables"],
+            "restic_snapshot": s["snapshot_id"],
+            "logical_bytes": s.get("total_bytes_processed"),
+            "added_bytes": s.get("data_added"),
+        }
+        repo.store_json(MANIFEST_FILE, manifest, manifest_tags(manifest), source.env)
+        complete = True
+        notify_success(notify)
+        return manifest
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+        if started and not complete:
+            _forget_partial(repo, backup_id)
+
+
+def _forget_partial(repo: Repo, backup_id: str) -> None:
+    """Remove every snapshot of an unfinished backup (found by tag, so it works without an id)."""
+    with contextlib.suppress(Exception):
+        ids = [s["id"] for s in repo.snapshots(f"id={backup_id}")]
+        repo.forget(ids, prune=True)
+
+
+def _check_pipeline(r: RunResult, out: dict[str, str], host: Host) -> None:
+    rcs = {k: out.get(f"rc_{k}") for k in ("pg_dump", "tee", "restic", "sha", "len")}
+    tail = "\n".join(r.stderr.strip().splitlines()[-12:])
+    if r.rc != 0 or any(v != "0" for v in rcs.values()):
+        failed = ", ".join(f"{k} exit {v}" for k, v in rcs.items() if v != "0") or f"script exit {r.rc}"
+        first = "pg_dump" if rcs["pg_dump"] != "0" else "restic" if rcs["restic"] != "0" else "pipeline"
+        raise OpsError(f"backup failed on {host.name}: {first} ({failed}); no backup was recorded\n{tail}")
+    s = summary(out.get("summary") or "")
+    if not out.get("sha256") or len(out["sha256"]) != 64:
+        raise OpsError("backup failed: no SHA-256 of the dump stream was computed; no backup was recorded")
+    if int(out.get("bytes") or 0) == 0 or s.get("total_bytes_processed") != int(out["bytes"]):
+        raise OpsError(f"backup failed: byte counts disagree (dump {out.get('bytes')}, restic "
+                       f"{s.get('total_bytes_processed')}); no backup was recorded")
+
+
+def manifest_tags(m: dict) -> list[str]:
+    """The manifest snapshot's tags: enough for listing without reading every manifest."""
+    tags = ["part=manifest", f"id={m['id']}", f"env={m['environment']}", f"kind={m['kind']}",
+            f"start={m['start']}", f"end={m['end']}", f"bytes={m['bytes']}", f"added={m['added_bytes']}",
+            f"server={m['server_version'].split()[0]}", f"pgdump={m['pg_dump_version']}"]
+    if m.get("pinned"):
+        tags.append("pinned")
+    return tags
+
+
+# -- reading the repository ----------------------------------------------------------------------
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def catalog(repo: Repo, env: str) -> dict[str, dict]:
+    """backup id -> {"dump": snap, "manifest": snap, "verify": [snaps]} for one environment."""
+    out: dict[str, dict] = {}
+    for snap in repo.snapshots(f"env={env}"):
+        bid, part = tag_value(snap, "id"), tag_value(snap, "part")
+        if not bid or not part:
+            continue
+        entry = out.setdefault(bid, {"dump": None, "manifest": None, "verify": []})
+        if part == "verify":
+            entry["verify"].append(snap)
+        elif part in ("dump", "manifest"):
+            entry[part] = snap
+    return out
+
+
+def _row(bid: str, entry: dict) -> dict:
+    m = entry["manifest"]
+    start, end = _parse_time(tag_value(m, "start")), _parse_time(tag_value(m, "end"))
+    verify = None
+    if entry["verify"]:
+        v = sorted(entry["verify"], key=lambda s: s["time"])[-1]
+        verify = {"result": tag_value(v, "result"), "level": tag_value(v, "level"), "at": tag_value(v, "at")}
+    return {
+        "id": bid,
+        "when": start,
+        "kind": tag_value(m, "kind"),
+        "bytes": int(tag_value(m, "bytes") or 0),
+        "added_bytes": int(tag_value(m, "added") or 0),
+        "duration_s": (end - start).total_seconds() if start and end else None,
+        "server_version": tag_value(m, "server"),
+        "pg_dump_version": tag_value(m, "pgdump"),
+        "verified": verify,
+        "pinned": "pinned" in (m.get("tags") or []),
+        "snapshots": [entry["dump"]["id"], m["id"], *[v["id"] for v in entry["verify"]]],
+    }
+
+
+def list_backups(repo_config: RepoConfig, env: str, *, host: Host | None = None, tools: Tools = DEFAULT_TOOLS,
+                 retention: Retention | None = None) -> list[dict]:
+    """Complete backups of `env`, newest first. With `retention`, each row says whether the next
+    prune keeps it and by which rule (`retention` key)."""
+    repo = Repo(repo_config, host or LocalHost(), tools)
+    rows = [_row(bid, e) for bid, e in catalog(repo, env).items() if e["dump"] and e["manifest"]]
+    rows.sort(key=lambda r: r["id"], reverse=True)
+    if retention is not None:
+        from flyops.db.prune import plan_retention
+
+        decisions = plan_retention(rows, retention)
+        for row in rows:
+            row["retention"] = decisions[row["id"]]
+    return rows
+
+
+def find_backup(repo: Repo, env: str, ref: str) -> tuple[dict, dict]:
+    """(dump snapshot, manifest snapshot) for an id or `latest` in `env`. BadInput if unknown."""
+    cat = {bid: e for bid, e in catalog(repo, env).items() if e["dump"] and e["manifest"]}
+    if ref == "latest":
+        if not cat:
+            raise BadInput(f"there is no complete backup of {env} in {repo.location}")
+        ref = max(cat)
+    if ref not in cat:
+        raise BadInput(f"backup {ref!r} not found among the complete backups of {env} in {repo.location}",
+                       fix="see `inv db.list` for ids")
+    return cat[ref]["dump"], cat[ref]["manifest"]
+
+
+def read_manifest(repo: Repo, env: str, ref: str) -> dict:
+    _dump, manifest_snap = find_backup(repo, env, ref)
+    return repo.read_json(manifest_snap["id"], MANIFEST_FILE)
+
+
+def newest_backup_age(repo_config: RepoConfig, env: str, *, host: Host | None = None,
+                      tools: Tools = DEFAULT_TOOLS) -> float | None:
+    """Seconds since the newest complete backup started (None when there is none)."""
+    rows = list_backups(repo_config, env, host=host, tools=tools)
+    when = max((r["when"] for r in rows if r["when"]), default=None)
+    return (datetime.now(UTC) - when).total_seconds() if when else None
+
+
+def should_skip(repo_config: RepoConfig, env: str, if_older_than: float, *, host: Host | None = None,
+                tools: Tools = DEFAULT_TOOLS) -> bool:
+    """`--if-older-than`: True when the newest complete backup is younger than the window."""
+    repo = Repo(repo_config, host or LocalHost(), tools)
+    if not repo.exists():
+        return False
+    age = newest_backup_age(repo_config, env, host=host, tools=tools)
+    return age is not None and age < if_older_than
+
+
+def record_verification(repo_config: RepoConfig, env: str, backup_id: str, result: dict, *,
+                        host: Host | None = None, tools: Tools = DEFAULT_TOOLS) -> str:
+    """Store a verification record (the drill's result) next to the backup; returns its snapshot id.
+
+    `result` should hold at least `ok` (bool) and `level` (decode|integrity|restore)."""
+    repo = Repo(repo_config, host or LocalHost(), tools)
+    find_backup(repo, env, backup_id)  # BadInput for an unknown id
+    at = utcnow()
+    record = {"backup_id": backup_id, "environment": env, "recorded_at": at, **result}
+    tags = ["part=verify", f"id={backup_id}", f"env={env}", f"result={'pass' if result.get('ok') else 'fail'}",
+            f"level={result.get('level', 'unknown')}", f"at={at}"]
+    return repo.store_json(VERIFY_FILE, json.loads(json.dumps(record, default=str)), tags, env)
+
+
+def pin(repo_config: RepoConfig, env: str, backup_id: str, *, host: Host | None = None, tools: Tools = DEFAULT_TOOLS) -> None:
+    """Exempt a backup from retention (`pinned` tag on its manifest snapshot)."""
+    repo = Repo(repo_config, host or LocalHost(), tools)
+    _dump, m = find_backup(repo, env, backup_id)
+    repo.add_tags(m["id"], ["pinned"])

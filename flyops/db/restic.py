@@ -1,0 +1,128 @@
+"""A restic repository reached through a Host: argv builders plus the few calls we need.
+
+Every restic call is a one-line script run by `host.run_script` with RESTIC_PASSWORD (and S3
+keys) on stdin, so a local run and `--on user@host` behave the same. Snapshot tags (all start
+with `flyops`) tie things together:
+
+    part=dump       the pg_dump stream (file /<db>.dump)
+    part=manifest   the manifest JSON (file /manifest.json); written only after the dump
+                    succeeded, so "listed" == dump and manifest both complete
+    part=verify     a verification record (file /verify.json), written by the drill
+    id=<backup id>, env=<env>, kind=<kind>, pinned, and cheap listing fields on the manifest
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+
+from flyops.db.config import RepoConfig, Tools
+from flyops.errors import OpsError
+from flyops.hosts import Host, RunResult
+
+TAG = "flyops"
+
+
+def restic_host(env: str) -> str:
+    """The fixed --host for all snapshots of one environment (retention must not split by machine)."""
+    return f"flyops-{env}"
+
+
+def explain_failure(r: RunResult, what: str, location: str) -> OpsError:
+    err = r.stderr.strip()
+    if "wrong password" in err:
+        return OpsError(f"restic {what}: wrong password for repository {location}",
+                        fix="check RESTIC_PASSWORD for this environment in env/<env>.env")
+    if "Is there a repository at the following location" in err or "unable to open config file" in err:
+        return OpsError(f"restic {what}: no repository at {location}",
+                        fix="run a backup first (it initialises the repository) or check the location")
+    tail = "\n".join(err.splitlines()[-8:])
+    return OpsError(f"restic {what} failed (exit {r.rc}) for repository {location}:\n{tail}",
+                    fix="check the repository is reachable from the host and the S3 keys are right")
+
+
+@dataclass
+class Repo:
+    config: RepoConfig
+    host: Host
+    tools: Tools = Tools()
+
+    @property
+    def location(self) -> str:
+        return self.config.location
+
+    def argv(self, *args: str) -> list[str]:
+        return [self.tools.restic, "--repo", self.config.location, "--no-cache", *args]
+
+    def run(self, *args: str, data: str | None = None, what: str | None = None, check: bool = True) -> RunResult:
+        r = self.host.run_script(shlex.join(self.argv(*args)) + "\n", self.config.secrets(), data=data)
+        if check and not r.ok:
+            raise explain_failure(r, what or args[0], self.location)
+        return r
+
+    def exists(self) -> bool:
+        r = self.run("cat", "config", check=False)
+        if r.ok:
+            return True
+        e = explain_failure(r, "open", self.location)
+        if "no repository at" in e.message:
+            return False
+        raise e
+
+    def ensure(self) -> None:
+        """Open the repository, `restic init` it when there is none yet."""
+        if not self.exists():
+            self.run("init", what="init")
+
+    def snapshots(self, *tags: str) -> list[dict]:
+        """Snapshots carrying every tag in `tags` (plus `flyops`), oldest first."""
+        r = self.run("snapshots", "--json", "--tag", ",".join((TAG, *tags)), what="snapshots")
+        return json.loads(r.stdout or "[]") or []
+
+    def forget(self, snapshot_ids: list[str], *, prune: bool = True) -> None:
+        if snapshot_ids:
+            self.run("forget", *(["--prune"] if prune else []), *snapshot_ids, what="forget")
+
+    def backup_argv(self, filename: str, tags: list[str], env: str) -> list[str]:
+        """`restic backup` reading stdin, as used in pipelines."""
+        tag_args: list[str] = []
+        for t in (TAG, *tags):
+            tag_args += ["--tag", t]
+        return self.argv("backup", "--stdin", "--stdin-filename", filename, "--host", restic_host(env),
+                         "--json", *tag_args)
+
+    def store_json(self, filename: str, obj: dict, tags: list[str], env: str) -> str:
+        """Store a small JSON document as its own snapshot; returns the snapshot id."""
+        script = shlex.join(self.backup_argv(filename, tags, env)) + "\n"
+        r = self.host.run_script(script, self.config.secrets(), data=json.dumps(obj, indent=1, sort_keys=True))
+        if not r.ok:
+            raise explain_failure(r, f"backup {filename}", self.location)
+        return summary(r.stdout)["snapshot_id"]
+
+    def read_json(self, snapshot_id: str, filename: str) -> dict:
+        r = self.run("dump", snapshot_id, "/" + filename, what=f"dump {filename}")
+        return json.loads(r.stdout)
+
+    def add_tags(self, snapshot_id: str, tags: list[str]) -> None:
+        args: list[str] = []
+        for t in tags:
+            args += ["--add", t]
+        self.run("tag", *args, snapshot_id, what="tag")
+
+
+def summary(stdout: str) -> dict:
+    """The `summary` message of `restic backup --json` output."""
+    for line in reversed(stdout.splitlines()):
+        line = line.strip()
+        if line.startswith("{") and '"summary"' in line:
+            return json.loads(line)
+    raise OpsError("restic backup printed no summary (did it crash?)")
+
+
+def tag_value(snapshot: dict, key: str) -> str | None:
+    prefix = key + "="
+    for t in snapshot.get("tags") or []:
+        if t.startswith(prefix):
+            return t[len(prefix):]
+    return None
