@@ -1359,3 +1359,199 @@ def pg_list(home, opts, args):
         out(f"{a['name']}\t{a['org']}\t{a['status']}\t")
     out()
     return 0
+
+
+# ------------------------------------------------------------------ scale count
+
+
+@handler("scale count")
+def scale_count(home, opts, args):
+    if not args:
+        raise FlyError("requires at least 1 arg(s), only received 0", usage=True)
+    name = app_name(opts)
+    group_default = opts.get("process-group") or "app"
+    wanted: dict[str, tuple[str, int]] = {}  # group -> (mode, n)  mode: abs|rel
+    if len(args) == 1 and re.fullmatch(r"[+-]?\d+", args[0]):
+        a = args[0]
+        if a[0] in "+-":
+            if int(a) == 0:
+                raise FlyError(f"invalid relative scale count: {a}")
+            wanted[group_default] = ("rel", int(a))
+        else:
+            wanted[group_default] = ("abs", int(a))
+    else:
+        for a in args:
+            m = re.fullmatch(r"([^=]+)=(\d+)", a)
+            if not m:
+                raise FlyError(f"'{a}' is not a valid process=count option")
+            wanted[m.group(1)] = ("abs", int(m.group(2)))
+    regions_flag = [r for r in (opts.get("region") or "").split(",") if r]
+    maxper = opts.get("max-per-region")
+    if maxper is None:
+        maxper = -1
+    with S.mutate(home) as st:
+        app = get_app(st, name)
+        cfg = app.get("config") or {"app": name}
+        valid = M.process_groups(cfg)
+        unknown = [g for g in wanted if g not in valid]
+        if unknown:
+            raise FlyError(f"Attempting to scale unknown process groups [{' '.join(unknown)}] but valid names are [{' '.join(valid)}]")
+        if not app["releases"]:
+            raise FlyError("this app has no complete releases. Run `fly deploy` to create one and rerun this command")
+        v2 = [m for m in app["machines"] if M.is_v2(m) and M.is_active(m)]
+        if regions_flag:
+            regions = regions_flag
+        else:
+            regions = []
+            for m in v2:
+                if m["region"] not in regions:
+                    regions.append(m["region"])
+            if not regions:
+                regions = [cfg.get("primary_region") or "iad"]
+        plan = []  # (group, region, +n or -n, machines_to_remove)
+        for group, (mode, n) in wanted.items():
+            gm = [m for m in v2 if M.group_of(m) == group]
+            expected = n if mode == "abs" else len(gm) + n
+            if expected < 0:
+                expected = 0
+            if maxper >= 0 and maxper * len(regions) < expected:
+                raise FlyError("the number of regions by the maximum machines per region is fewer than the expected total")
+            per = {r: [m for m in gm if m["region"] == r] for r in regions}
+            current = sum(len(v) for v in per.values())
+            delta = expected - current
+            counts = {r: len(per[r]) for r in regions}
+            adds = {r: 0 for r in regions}
+            removes = {r: [] for r in regions}
+            # new machines go round-robin from the first region (to the least-filled region first);
+            # removals rotate from the second region, so the first region loses machines last
+            while delta > 0:
+                open_ = [r for r in regions if maxper < 0 or counts[r] < maxper]
+                r = min(open_, key=lambda x: (counts[x], regions.index(x)))
+                counts[r] += 1
+                adds[r] += 1
+                delta -= 1
+            rm_order = regions[1:] + regions[:1]
+            while delta < 0:
+                r = max(rm_order, key=lambda x: (counts[x], -rm_order.index(x)))
+                if counts[r] <= 0:
+                    break
+                left = [m for m in per[r] if m not in removes[r]]
+                removes[r].append(left[0])
+                counts[r] -= 1
+                delta += 1
+            for r in regions:
+                if adds[r] or removes[r]:
+                    plan.append((group, r, adds[r], removes[r]))
+        if not plan:
+            out("App already scaled to desired state. No need for changes")
+            return 0
+        yes_required(opts, "--yes flag must be specified when not running interactively")
+        lines = [f"App '{name}' is going to be scaled according to this plan:"]
+        executed = []
+        healthy = health_ok(name)
+        rel = app["releases"][-1]
+        for group, r, add, rem in plan:
+            template = next((m for m in v2 if M.group_of(m) == group), None)
+            guest = (template or {}).get("config", {}).get("guest") or M.guest_from(opts.get("vm-size"), M.vm_for(cfg, group))
+            if add:
+                lines.append(f"  +{add} machines for group '{group}' on region '{r}' of size '{M.size_name(guest)}'")
+            if rem:
+                lines.append(f"  -{len(rem)} machines for group '{group}' on region '{r}' of size '{M.size_name(guest)}'")
+            mount = (template["config"].get("mounts") or [None])[0] if template else None
+            mount_src = mount["name"] if mount else (M.mount_for(cfg, group) or {}).get("source")
+            reuse = []
+            if add and mount_src:
+                if not opts.get("with-new-volumes"):
+                    reuse = [v for v in app["volumes"] if v["name"] == mount_src and v["region"] == r
+                             and v["state"] == "created" and not v["attached_machine_id"]][:add]
+                new_vols = add - len(reuse)
+                if new_vols and reuse:
+                    lines.append(f"  +{new_vols} volumes and {len(reuse)} unattached volumes assigned to group '{group}' in region '{r}'")
+                elif reuse:
+                    lines.append(f"   {len(reuse)} unattached volumes to be assigned to group '{group}' in region '{r}'")
+                elif new_vols:
+                    lines.append(f"  +{new_vols} volumes  for group '{group}' in region '{r}'")
+            for _ in range(add):
+                if template:
+                    conf = copy.deepcopy(template["config"])
+                    conf.pop("standbys", None)
+                    conf.setdefault("env", {}).update(kv_pairs(opts.get("env"), "env"))
+                else:
+                    conf = M.machine_config(cfg, group, image=rel.get("image_ref") or app.get("image", ""), release=rel,
+                                            region=r, extra_env=kv_pairs(opts.get("env"), "env"), vm_size=opts.get("vm-size"))
+                vol = None
+                if mount_src:
+                    if reuse:
+                        vol = reuse.pop(0)
+                    else:
+                        size = (mount or {}).get("size_gb") or max([v["size_gb"] for v in app["volumes"] if v["name"] == mount_src] or [1])
+                        vol = M.new_volume(app, name=mount_src, region=r, size=size,
+                                           unique_zone=(counts_total := add + len([m for m in v2 if m["region"] == r])) > 1)
+                        executed.append(f"  Creating volume {mount_src} region:{r} size:{size}GiB")
+                    dest = (mount or {}).get("path") or (M.mount_for(cfg, group) or {}).get("destination", "/data")
+                    conf["mounts"] = [{"volume": vol["id"], "path": dest, "name": mount_src, "size_gb": vol["size_gb"], "encrypted": vol["encrypted"]}]
+                _, names = M.checks_from_config(cfg, group)
+                m = M.make_machine(app, config=conf, region=r, check_names=names, healthy=healthy,
+                                   secrets=(template or {}).get("_secrets", M.secrets_snapshot(app)))
+                if vol:
+                    vol["attached_machine_id"] = m["id"]
+                    vol["attached_alloc_id"] = m["id"]
+                executed.append(f"  Created {m['id']} group:{group} region:{r} size:{M.size_name(conf.get('guest', {}))}" + (f" volume:{vol['id']}" if vol else ""))
+            for m in rem:
+                app["machines"].remove(m)
+                for v in app["volumes"]:
+                    if v["attached_machine_id"] == m["id"]:
+                        v["attached_machine_id"] = None
+                        v["attached_alloc_id"] = None
+                executed.append(f"  Destroyed {m['id']} group:{group} region:{r} size:{M.size_name(m['config'].get('guest', {}))}")
+        record_event(home, {"type": "scale", "app": name, "plan": [[g, r, a, len(x)] for g, r, a, x in plan]})
+    for line in lines:
+        out(line)
+    out("Executing scale plan")
+    for line in executed:
+        out(line)
+    return 0
+
+
+# ------------------------------------------------------------------ config validate
+
+KNOWN_TOP = {"app", "primary_region", "kill_signal", "kill_timeout", "swap_size_mb", "console_command",
+             "host_dedication_id", "machine_config", "container", "experimental", "build", "deploy", "env",
+             "processes", "mounts", "mount", "http_service", "services", "checks", "files", "machine_checks",
+             "restart", "vm", "compute", "statics", "metrics"}
+
+
+@handler("config validate")
+def config_validate(home, opts, args):
+    nargs(args, 0, 0)
+    cfg, path = load_config(opts)
+    name = opts.get("app") or os.environ.get("FLY_APP") or (cfg or {}).get("app")
+    if not name:
+        raise FlyError("the config for your app is missing an app name, add an app field to the fly.toml file or specify with the -a flag")
+    if cfg is None:
+        st = S.load(home)
+        app = get_app(st, name)
+        cfg = app.get("config") or {"app": name}
+        if opts.get("strict"):
+            raise FlyError("failed to load config for strict validation: open : no such file or directory")
+    out(f"Validating {path or ''}")
+    reasons = validate_config(cfg)
+    for r in reasons:
+        out(r)
+    if reasons:
+        out()
+        out("   ✘invalid app configuration")
+        out()
+        raise FlyError("App configuration is not valid")
+    if opts.get("strict"):
+        unknown = [k for k in cfg if k not in KNOWN_TOP]
+        if unknown:
+            out("Strict validation found unrecognised sections or keys:")
+            for k in unknown:
+                out(f"  - {k}")
+            out()
+            out()
+            raise FlyError("strict validation failed")
+    out("✓ Configuration is valid")
+    out()
+    return 0
