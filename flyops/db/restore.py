@@ -1,0 +1,206 @@
+"""Restore a backup: by default into a NEW database; over a live one only when confirmed.
+
+    ref: <id> | latest | ENV::latest | ENV::<id>   (ENV:: reads another environment's repository)
+
+Steps: resolve the backup and read its manifest → preflight on the target server (extensions
+available, pg_restore new enough, confirm name) → pinned `pre-restore` backup of a live target
+→ create `<db>_restore_<ts>` → on the host: `restic dump` to a temp file, SHA-256 against the
+manifest, `pg_restore --no-owner --no-acl --exit-on-error -j N` → Rails environment fix-up →
+ANALYZE → for a live target: terminate connections and swap by rename, keeping the old
+database as `<db>_pre_<ts>`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shlex
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+from psycopg import sql
+
+from flyops.db import pgconn
+from flyops.db.backup import MANIFEST_FILE, backup, check_versions, client_version, find_backup, parse_kv
+from flyops.db.config import DEFAULT_TOOLS, BackupSource, RepoConfig, Tools
+from flyops.db.restic import Repo
+from flyops.errors import BadInput, OpsError, PreconditionFailed, VerificationFailed
+from flyops.hosts import Host, LocalHost
+from flyops.secret import Secret
+
+_REF = re.compile(r"^(?:([a-z][a-z0-9-]{0,30})::)?(latest|\d{8}T\d{4,6}Z-[a-z-]+-[0-9a-f]{4})$")
+
+
+def parse_ref(ref: str, env: str) -> tuple[str, str]:
+    """'ENV::ID' -> (ENV, ID); 'latest' / '<id>' -> (env, ...). BadInput for anything else."""
+    m = _REF.match(ref or "")
+    if not m:
+        raise BadInput(f"backup reference {ref!r}: expected <id>, latest, ENV::latest or ENV::<id>",
+                       fix="see `inv db.list` for ids")
+    return (m.group(1) or env), m.group(2)
+
+
+def restore_script(fetch_argv: list[str], expected_sha256: str, restore_argv: list[str]) -> str:
+    """Fetch the dump to a temp file on the host, check its SHA-256, then pg_restore from it
+    (parallel restore needs a seekable file). Prints rc_fetch, sha256, bytes, rc_restore."""
+    return f"""\
+work=$(mktemp -d "${{TMPDIR:-/tmp}}/flyops-restore.XXXXXX") || exit 90
+trap 'rm -rf "$work"' EXIT
+{shlex.join(fetch_argv)} > "$work/dump" 2> "$work/restic.err"
+rc_fetch=$?
+sha=$(sha256sum < "$work/dump" | cut -d' ' -f1)
+echo "rc_fetch=$rc_fetch"
+echo "sha256=$sha"
+echo "bytes=$(wc -c < "$work/dump" | tr -d ' ')"
+if [ "$rc_fetch" = 0 ] && [ "$sha" = {shlex.quote(expected_sha256)} ]; then
+  {shlex.join(restore_argv)} "$work/dump" 2> "$work/pg_restore.err"
+  echo "rc_restore=$?"
+else
+  echo "rc_restore=skipped"
+fi
+{{ echo "--- restic:"; tail -c 2000 "$work/restic.err"; echo "--- pg_restore:"; tail -c 3000 "$work/pg_restore.err" 2>/dev/null; }} >&2
+"""
+
+
+def pg_restore_argv(tools: Tools, conninfo: str, jobs: int) -> list[str]:
+    return [tools.pg_restore, "--no-owner", "--no-acl", "--exit-on-error", f"--jobs={max(1, jobs)}",
+            "--dbname", conninfo]
+
+
+def _db_exists(conn, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def missing_extensions(conn, manifest: dict) -> list[str]:
+    available = {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions").fetchall()}
+    return sorted(e["name"] for e in manifest.get("extensions", []) if e["name"] not in available)
+
+
+def restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url: Secret,
+            target_db: str | None = None, confirm: str | None = None, target_env: str | None = None,
+            host: Host | None = None, tools: Tools = DEFAULT_TOOLS, jobs: int = 2,
+            lock_dir: Path | None = None) -> dict:
+    """Restore `ref` onto the server at `server_url` (any database on it; used for admin SQL).
+
+    target_db=None: a new database `<db>_restore_<ts>` (safe default, nothing is replaced).
+    target_db=<name> that exists: replaced only when confirm == name; a pinned pre-restore
+    backup of it goes to `repos[target_env]` first and the old database stays as `<name>_pre_<ts>`.
+    """
+    host = host or LocalHost()
+    target_env = target_env or env
+    src_env, backup_ref = parse_ref(ref, env)
+    if src_env not in repos:
+        raise BadInput(f"{ref}: no repository configured for environment {src_env!r}")
+    repo = Repo(repos[src_env], host, tools)
+    dump_snap, man_snap = find_backup(repo, src_env, backup_ref)
+    manifest = repo.read_json(man_snap["id"], MANIFEST_FILE)
+    ts = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+
+    admin = pgconn.connect(server_url)
+    new_db: str | None = None
+    try:
+        # -- preflight: nothing on the target changes before all of these pass ----------------
+        live = target_db is not None and _db_exists(admin, target_db)
+        if live and confirm != target_db:
+            raise PreconditionFailed(
+                f"refusing to restore over the live database {target_db!r} without confirmation",
+                fix=f"pass --confirm {target_db} (the target database name), or restore into a new database")
+        missing = missing_extensions(admin, manifest)
+        if missing:
+            raise PreconditionFailed(
+                f"backup {manifest['id']} needs extensions the target server lacks: {', '.join(missing)}",
+                fix="install them on the target (e.g. postgresql-contrib) before restoring")
+        restore_major, _ = client_version(host, tools.pg_restore)
+        dump_major = int(str(manifest.get("pg_dump_version", "0")).split(".")[0] or 0)
+        check_versions(restore_major, dump_major * 10000, tool="pg_restore")
+        server_major = int(admin.execute("SHOW server_version_num").fetchone()[0]) // 10000
+        if server_major < manifest["server_version_num"] // 10000:
+            raise PreconditionFailed(
+                f"target server {server_major} is older than the backup's server "
+                f"{manifest['server_version_num'] // 10000}; a dump does not restore downwards reliably",
+                fix="restore onto a server of the same or a newer major version")
+        if live and target_env not in repos:
+            raise PreconditionFailed(f"no repository for {target_env!r} to hold the pre-restore backup")
+
+        pre_restore = None
+        if live:
+            pre_restore = backup(BackupSource(pgconn.with_dbname(server_url, target_db), target_env),
+                                 repos[target_env], host=host, kind="pre-restore", pinned=True, tools=tools,
+                                 reason=f"before restoring {src_env}::{manifest['id']}", lock_dir=lock_dir)
+
+        # -- restore into a new database ------------------------------------------------------
+        base = target_db or manifest["database"]
+        new_db = f"{base[:30]}_restore_{ts}"
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(new_db)))
+        new_url = pgconn.with_dbname(server_url, new_db)
+        with pgconn.connect(new_url) as c:
+            for ext in manifest.get("extensions", []):
+                if ext.get("schema") == "public":  # other schemas do not exist yet; pg_restore creates those
+                    c.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA public")
+                              .format(sql.Identifier(ext["name"])))
+        script = restore_script(repo.argv("dump", dump_snap["id"], "/" + manifest["file"]), manifest["sha256"],
+                                pg_restore_argv(tools, pgconn.conninfo_without_password(new_url), jobs))
+        r = host.run_script(script, {**repos[src_env].secrets(), **pgconn.libpq_secrets(server_url)})
+        out = parse_kv(r.stdout)
+        tail = "\n".join(r.stderr.strip().splitlines()[-10:])
+        if out.get("rc_fetch") != "0":
+            raise OpsError(f"could not fetch backup {manifest['id']} from {repo.location} on {host.name}:\n{tail}")
+        if out.get("sha256") != manifest["sha256"]:
+            raise VerificationFailed(f"backup {manifest['id']}: fetched dump SHA-256 {out.get('sha256')} "
+                                     f"does not match the manifest {manifest['sha256']}")
+        if out.get("rc_restore") != "0":
+            raise OpsError(f"pg_restore into {new_db} failed (exit {out.get('rc_restore')}); "
+                           f"the target was not touched:\n{tail}")
+
+        with pgconn.connect(new_url) as c:
+            if target_env != manifest["environment"]:
+                _fix_rails_environment(c, target_env)
+            c.execute("ANALYZE")
+
+        result = {"backup_id": manifest["id"], "source_env": src_env, "database": new_db,
+                  "previous_database": None, "pre_restore_backup": pre_restore["id"] if pre_restore else None,
+                  "manifest": manifest}
+        restored, new_db = new_db, None  # from here on the restored copy is kept, even if the swap fails
+        if target_db is not None:
+            old = f"{target_db[:35]}_pre_{ts}" if live else None
+            _swap(admin, target_db, restored, old)
+            result.update(database=target_db, previous_database=old)
+        return result
+    finally:
+        if new_db is not None:  # failed part-way: drop the half-restored database, never the target
+            with contextlib.suppress(Exception):
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(new_db)))
+        admin.close()
+
+
+def _fix_rails_environment(conn, target_env: str) -> None:
+    """A production dump in staging keeps ar_internal_metadata.environment=production, and Rails
+    then refuses db:* tasks; set it to the environment it now lives in."""
+    if conn.execute("SELECT to_regclass('public.ar_internal_metadata')").fetchone()[0]:
+        conn.execute("UPDATE public.ar_internal_metadata SET value = %s WHERE key = 'environment'", (target_env,))
+
+
+def _swap(admin, target: str, new: str, old: str | None) -> None:
+    """Rename new → target (and target → old), after terminating the target's connections."""
+    ident = sql.Identifier
+    for _attempt in range(5):  # clients may reconnect between terminate and rename
+        try:
+            if old:
+                admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(ident(target)))
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = %s AND pid <> pg_backend_pid()", (target,))
+            with admin.transaction():
+                if old:
+                    admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(target), ident(old)))
+                admin.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(new), ident(target)))
+            if old:
+                admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(ident(old)))
+            return
+        except Exception as e:  # noqa: BLE001
+            last = e
+    if old:
+        with contextlib.suppress(Exception):
+            admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(ident(target)))
+    raise OpsError(f"could not swap {new} into place as {target}: {last}",
+                   fix=f"the restored copy is in {new}; rename it by hand once clients are stopped")
