@@ -5,6 +5,8 @@ PGPASSWORD on stdin (see flyops.hosts)."""
 
 from __future__ import annotations
 
+from urllib.parse import quote, urlsplit, urlunsplit
+
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -50,9 +52,10 @@ def conninfo_without_password(url: Secret, dbname: str | None = None) -> str:
 
 
 def with_dbname(url: Secret, dbname: str) -> Secret:
-    p = parse_url(url)
-    p["dbname"] = dbname
-    return Secret(make_conninfo(**p))
+    """The same URL pointing at another database on the same server."""
+    parse_url(url)
+    parts = urlsplit(url.reveal())
+    return Secret(urlunsplit(parts._replace(path="/" + quote(dbname, safe=""))))
 
 
 def libpq_secrets(url: Secret) -> dict[str, Secret]:
