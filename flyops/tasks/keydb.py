@@ -1,0 +1,74 @@
+"""keydb: the key-value store apps (KeyDB / Valkey / Redis): their volumes, build folders, health."""
+
+from __future__ import annotations
+
+from flyops.errors import OpsError, PreconditionFailed
+from flyops.present import console, print_json, table
+from flyops.tasks.base import runner_for, stack_for, task
+from flyops.tasks.confirm import confirm
+from flyops.volumes import apply_volume_steps, missing_apps, plan_store_volumes, read_store_volumes, select
+
+STEP_STYLE = {"create": "green", "extend": "yellow", "keep": "dim", "extra": "red"}
+
+
+def _volume_table(title, steps):
+    return table(
+        title,
+        ["store", "app", "region", "action", "detail"],
+        [(s.store, s.app, s.region, s.action, s.detail()) for s in steps],
+        styles={3: STEP_STYLE},
+    )
+
+
+@task(
+    help={
+        "env": "environment (fly/<env>.toml), e.g. production",
+        "store": "only this store (a name under [stores] in fly/stack.toml); default: every store",
+        "region": "only this region (one of the environment's regions); default: all of them",
+        "yes": "do not ask before creating or extending volumes (needed when not interactive)",
+        "json": "print the steps as JSON (and change nothing unless --yes)",
+        "verbose": "echo every flyctl call with its timing",
+    }
+)
+def volumes(ctx, env, store=None, region=None, yes=False, json=False, verbose=False):
+    """Create each store's volume in every region where it is missing; extend small ones (never shrink).
+
+    Counts healthy volumes of the stack's name per region (names are not unique on Fly), so
+    a re-run creates nothing twice. Extra volumes are reported, never destroyed.
+    `inv --dry keydb.volumes ...` prints the flyctl calls instead of running them.
+    """
+    stack = stack_for(env)
+    sel = select(stack, store, region)
+    runner = runner_for(ctx, verbose=verbose)
+    absent = missing_apps(stack, runner, sel)
+    steps = plan_store_volumes(stack, read_store_volumes(stack, runner, sel), sel)
+    todo = [s for s in steps if s.mutating]
+    if json:
+        print_json({"env": stack.env, "steps": [
+            {"store": s.store, "app": s.app, "region": s.region, "action": s.action, "volume": s.name,
+             "size_gb": s.size_gb, "volume_id": s.volume_id, "current_gb": s.current_gb, "detail": s.detail()}
+            for s in steps], "missing_apps": absent})
+    else:
+        out = console()
+        out.print(_volume_table(f"volumes for {stack.env}", steps))
+        out.print(f"{sum(s.action == 'create' for s in steps)} to create, {sum(s.action == 'extend' for s in steps)} "
+                  f"to extend, {sum(s.action == 'keep' for s in steps)} to keep, {sum(s.action == 'extra' for s in steps)} extra (never destroyed)")
+    if not todo:
+        return
+    if absent and not runner.dry:
+        raise PreconditionFailed(
+            f"store app(s) {', '.join(absent)} do not exist yet; a volume needs its app",
+            fix=f"inv up --env {stack.env}   (creates the apps, then the volumes)",
+        )
+    if not runner.dry:
+        confirm(f"Create/extend {len(todo)} volume(s) in {stack.env}?", yes=yes)
+    apply_volume_steps(runner, steps, on_step=lambda s: runner.echo(f"{s.app} {s.region}: {s.detail()}"))
+    if runner.dry:
+        return
+    after = [s for s in plan_store_volumes(stack, read_store_volumes(stack, runner, sel), sel) if s.mutating]
+    if after:
+        raise OpsError(
+            f"volumes still differ from the stack after applying: "
+            + "; ".join(f"{s.app} {s.region} {s.detail()}" for s in after)
+        )
+    runner.echo(f"volumes converged: {len(todo)} change(s) applied")

@@ -1,0 +1,90 @@
+"""`inv keydb.*` end to end against the stand-in."""
+
+import json
+
+import pytest
+
+PROD_STORES = ["cable", "cache", "kredis", "jobs"]
+
+
+def create_store_apps(ops, env="production"):
+    for store in PROD_STORES:
+        assert ops.fly("apps", "create", f"my-app-{env}-{store}", "--org", "personal").returncode == 0
+
+
+def live_volumes(ops, app):
+    r = ops.fly("volumes", "list", "--app", app, "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_volumes_creates_one_per_store_per_region_then_nothing(ops):
+    create_store_apps(ops)
+    r = ops.inv("keydb.volumes", "--env", "production", "--yes")
+    assert r.returncode == 0, r.stderr
+    for store in PROD_STORES:
+        vols = live_volumes(ops, f"my-app-production-{store}")
+        assert sorted(v["region"] for v in vols) == ["fra", "iad", "sin"]
+        assert {v["name"] for v in vols} == {"redis_server" if store == "jobs" else "keydb_server"}
+    assert {v["size_gb"] for v in live_volumes(ops, "my-app-production-cache")} == {2}
+    before = len(ops.mutations())
+    assert before == 4 + 12  # the four apps, then one volume per store per region
+    r = ops.inv("keydb.volumes", "--env", "production", "--yes")
+    assert r.returncode == 0, r.stderr
+    assert len(ops.mutations()) == before  # convergent: the second run changes nothing
+
+
+def test_volumes_store_option_and_extend(ops):
+    create_store_apps(ops)
+    assert ops.fly("volumes", "create", "keydb_server", "--app", "my-app-production-cache", "--region", "fra",
+                   "--size", "1", "--yes").returncode == 0
+    r = ops.inv("keydb.volumes", "--env", "production", "--store", "cache", "--yes", "--json")
+    assert r.returncode == 0, r.stderr
+    steps = json.loads(r.stdout)["steps"]
+    assert [(s["region"], s["action"]) for s in steps] == [("fra", "extend"), ("iad", "create"), ("sin", "create")]
+    vols = live_volumes(ops, "my-app-production-cache")
+    assert len(vols) == 3 and {v["size_gb"] for v in vols} == {2}
+    assert all(m[0] == "volumes" and "my-app-production-cache" in m for m in ops.mutations()[5:])  # after 4 apps + 1 volume
+
+
+def test_dry_run_prints_the_calls_and_changes_nothing(ops):
+    create_store_apps(ops)
+    before = len(ops.mutations())
+    r = ops.inv("--dry", "keydb.volumes", "--env", "production")
+    assert r.returncode == 0, r.stderr
+    assert "[dry] fly volumes create keydb_server --app my-app-production-cable --region sin" in r.stderr
+    assert "create" in r.stdout
+    assert len(ops.mutations()) == before
+
+
+def test_not_interactive_without_yes_refuses(ops):
+    create_store_apps(ops)
+    before = len(ops.mutations())
+    r = ops.inv("keydb.volumes", "--env", "production")
+    assert r.returncode == 2 and "--yes" in r.stderr
+    assert len(ops.mutations()) == before
+
+
+@pytest.mark.parametrize(("option", "value", "says"), [("--store", "sessions", "--store 'sessions'"),
+                                                        ("--region", "ams", "--region 'ams'")])
+def test_bad_store_or_region_is_exit_2_and_no_flyctl_call(ops, option, value, says):
+    r = ops.inv("keydb.volumes", "--env", "production", option, value, "--yes")
+    assert r.returncode == 2 and says in r.stderr
+    assert ops.argv_log() == []
+
+
+def test_missing_store_app_is_a_precondition(ops):
+    r = ops.inv("keydb.volumes", "--env", "staging", "--yes")
+    assert r.returncode == 5 and "inv up --env staging" in r.stderr
+    assert ops.mutations() == []
+
+
+def test_fault_midway_then_rerun_converges_without_duplicates(ops):
+    create_store_apps(ops)
+    base = len(ops.mutations())
+    r = ops.inv("keydb.volumes", "--env", "production", "--yes", FAKEFLY_FAIL_AT=str(base + 5))
+    assert r.returncode == 1 and "500" in r.stderr
+    r = ops.inv("keydb.volumes", "--env", "production", "--yes")
+    assert r.returncode == 0, r.stderr
+    for store in PROD_STORES:
+        assert sorted(v["region"] for v in live_volumes(ops, f"my-app-production-{store}")) == ["fra", "iad", "sin"]
