@@ -1,0 +1,94 @@
+"""db.* tasks end to end: a real PostgreSQL, a real restic repository, the stand-in for `fly proxy`."""
+
+import json
+from urllib.parse import urlparse
+
+import pytest
+
+from flyops.db.sample import seed_sample
+from tests.helpers import edit, write_env
+
+RESTIC_PW = "restic-pw-for-tests-91x"
+
+
+@pytest.fixture
+def local(ops, pg, make_db):
+    """env/local.env pointing at a seeded database on the test cluster."""
+    db = make_db("app")
+    url = pg.url(db).reveal()
+    seed_sample(url)
+    write_env(ops.root, "local", {"DATABASE_URL": url, "RESTIC_PASSWORD": RESTIC_PW})
+    ops.url = url
+    ops.db = db
+    return ops
+
+
+def test_backup_list_restore_prune_round_trip(local, pg):
+    r = local.inv("db.backup", "--env", "local", "--reason", "before upgrade", "--json")
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert m["environment"] == "local" and m["kind"] == "manual" and m["reason"] == "before upgrade"
+    assert m["tables"] and len(m["sha256"]) == 64 and m["schema_migrations_head"]
+
+    listed = json.loads(local.inv("db.list", "--env", "local", "--json").stdout)["backups"]
+    assert [b["id"] for b in listed] == [m["id"]]
+    assert listed[0]["retention"]["keep"]
+
+    # --if-older-than: a fresh backup makes the hourly cron line a no-op
+    skip = local.inv("db.backup", "--env", "local", "--if-older-than", "20h", "--json")
+    assert skip.returncode == 0 and json.loads(skip.stdout)["skipped"] is True
+
+    restored = local.inv("db.restore", "--env", "local", "--json")
+    assert restored.returncode == 0, restored.stderr
+    out = json.loads(restored.stdout)
+    assert out["database"].startswith(local.db) and "_restore_" in out["database"]
+    assert pg.psql("SELECT count(*) FROM users", dbname=out["database"]) == pg.psql("SELECT count(*) FROM users", dbname=local.db)
+
+    pr = local.inv("db.prune", "--env", "local")
+    assert pr.returncode == 0 and "keep 1" in pr.stdout
+    for value in (RESTIC_PW, urlparse(local.url).password):
+        assert value not in r.stdout + r.stderr + restored.stdout + restored.stderr + pr.stdout
+
+
+def test_restore_over_live_needs_confirm(local, pg):
+    assert local.inv("db.backup", "--env", "local").returncode == 0
+    refused = local.inv("db.restore", "--env", "local", "--to", local.url)
+    assert refused.returncode == 5 and f"--confirm {local.db}" in refused.stderr
+    ok = local.inv("db.restore", "--env", "local", "--to", local.url, "--confirm", local.db, "--json")
+    assert ok.returncode == 0, ok.stderr
+    out = json.loads(ok.stdout)
+    assert out["database"] == local.db and out["previous_database"].startswith(f"{local.db}_pre_")
+    assert out["pre_restore_backup"]
+    kinds = {b["kind"] for b in json.loads(local.inv("db.list", "--env", "local", "--json").stdout)["backups"]}
+    assert kinds == {"manual", "pre-restore"}
+
+
+def test_bad_input_is_exit_2(local):
+    r = local.inv("db.backup", "--env", "local", "--if-older-than", "soon")
+    assert r.returncode == 2 and "--if-older-than" in r.stderr
+    (local.root / "env/local.env").unlink()
+    r = local.inv("db.backup", "--env", "local")
+    assert r.returncode == 2 and "env/local.env does not exist" in r.stderr and "chmod 600" in r.stderr
+
+
+def test_wrong_repository_password_fails_clearly(local):
+    assert local.inv("db.backup", "--env", "local").returncode == 0
+    write_env(local.root, "local", {"DATABASE_URL": local.url, "RESTIC_PASSWORD": "not-the-password"})
+    r = local.inv("db.list", "--env", "local")
+    assert r.returncode != 0 and "password" in r.stderr.lower() and "not-the-password" not in r.stderr
+
+
+def test_fly_database_is_reached_through_fly_proxy(ops, pg, make_db):
+    db = make_db("my_app")
+    seed_sample(pg.url(db).reveal())
+    edit(ops.root / "fly/stack.toml", 'name = "my_app"', f'name = "{db}"')
+    values = dict(json.loads(json.dumps({})))
+    write_env(ops.root, "staging", {**values, "POSTGRES_PASSWORD": pg.password.reveal(), "RESTIC_PASSWORD": RESTIC_PW})
+    assert ops.fly("apps", "create", "my-app-staging-db", "--org", "personal").returncode == 0
+    (ops.home / "services.json").write_text(json.dumps({"my-app-staging-db.internal:5432": f"127.0.0.1:{pg.port}"}))
+    r = ops.inv("db.backup", "--env", "staging", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["database"] == db
+    proxies = [e["argv"] for e in ops.argv_log() if e["argv"][0] == "proxy"]
+    assert len(proxies) == 1 and proxies[0][1].endswith(":5432")
+    assert pg.password.reveal() not in (ops.home / "argv.log").read_text()
