@@ -451,6 +451,11 @@ def main(argv: list[str] | None = None) -> int:
         rc = e.code
     except KeyboardInterrupt:
         rc = 127
+    except Exception as e:  # a bug in the stand-in: say so loudly, like a Go panic
+        import traceback
+        traceback.print_exc()
+        sys.stderr.write(f"Error: fakefly internal error: {e!r}\n")
+        rc = 3
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

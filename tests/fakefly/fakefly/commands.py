@@ -356,8 +356,15 @@ def missing_images(st) -> set:
     return set(st.get("missing_images", [])) | set(env_list("FAKEFLY_MISSING_IMAGES"))
 
 
+@handler("machine create")
+def machine_create(home, opts, args):
+    if not args:
+        raise FlyError("requires at least 1 arg(s), only received 0", usage=True)
+    return machine_run(home, opts, args, create_only=True)
+
+
 @handler("machine run")
-def machine_run(home, opts, args):
+def machine_run(home, opts, args, create_only=False):
     image = args[0] if args else ""
     cmd = args[1:]
     if opts.get("id"):
@@ -403,18 +410,21 @@ def machine_run(home, opts, args):
         policy = restart if restart is not None else ("no" if opts.get("rm") else ("on-failure" if schedule else None))
         if policy:
             conf["restart"] = {"policy": policy}
-        m = M.make_machine(app, config=conf, region=region, name=opts.get("name"), secrets=M.secrets_snapshot(app))
+        m = M.make_machine(app, config=conf, region=region, name=opts.get("name"), secrets=M.secrets_snapshot(app),
+                           state="created" if create_only or opts.get("standby-for") else "started")
         mid, iid, ip = m["id"], m["instance_id"], m["private_ip"]
-    record_event(home, {"type": "machine_run", "app": name, "machine": mid, "image": image, "cmd": cmd, "region": region})
+    record_event(home, {"type": "machine_create" if create_only else "machine_run", "app": name, "machine": mid, "image": image, "cmd": cmd, "region": region})
     err(f"Searching for image '{image}' remotely...")
     err(f"image found: img_{S.short_id(12).lower()}")
     out(f"Image: {image}")
     out("Image size: 57 MB")
     out()
-    out(f"Success! A Machine has been successfully launched in app {name}")
+    out(f"Success! A Machine has been successfully {'created' if create_only else 'launched'} in app {name}")
     out(f" Machine ID: {mid}")
     out(f" Instance ID: {iid}")
     out(" State: created")
+    if create_only or opts.get("standby-for"):
+        return 0
     out()
     out(" Attempting to start machine...")
     out()
