@@ -66,3 +66,34 @@ def test_sshd_accepts_the_generated_key(sshd):
                     connect_kwargs={"key_filename": str(sshd.key_path), "look_for_keys": False,
                                     "allow_agent": False}) as c:
         assert c.run("id -un", hide=True, in_stream=False).stdout.strip() == "root"
+
+
+def test_sigterm_tears_the_scratch_cluster_down(tmp_path):
+    import os
+    import signal
+    import sys
+    import time
+    from pathlib import Path
+
+    import sh
+
+    code = (
+        "import sys, time\n"
+        "from flyops.db.scratch import ScratchCluster, sigterm_as_interrupt\n"
+        "with sigterm_as_interrupt(), ScratchCluster() as c:\n"
+        "    print(c.dir, flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    lines: list[str] = []
+    proc = sh.Command(sys.executable)("-c", code, _bg=True, _bg_exc=False, _out=lines.append,
+                                      _env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    while not lines and proc.is_alive():
+        time.sleep(0.1)  # polling for the child's first line, not a timed assertion
+    folder = Path(lines[0].strip())
+    assert folder.exists()
+    proc.signal(signal.SIGTERM)
+    try:
+        proc.wait()
+    except sh.ErrorReturnCode:
+        pass
+    assert not folder.exists()
