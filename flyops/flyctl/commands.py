@@ -186,3 +186,37 @@ def ssh_command(app: str, command: str, *, machine: str | None = None) -> Call:
 
 def config_validate(config: Path) -> Call:
     return _read("config", "validate", "--config", str(config))
+
+
+# --- deploy pipeline ---------------------------------------------------------------------
+
+
+def image_check(app: str, config: Path, image: str) -> Call:
+    """Resolve `image` without releasing anything: with `--image`, `fly deploy --build-only`
+    looks the reference up and returns before a release is made (flyctl.md §3), so a missing
+    image fails here, before any app of the environment is touched. It changes nothing on
+    Fly, so it is a read (it also runs under --dry)."""
+    if not Path(config).is_absolute():
+        raise ValueError(f"deploy needs an absolute --config path, got {config}")
+    return _read("deploy", "--config", str(config), "--app", app, "--image", image, "--build-only", "--yes")
+
+
+def redeploy_image(app: str, config: Path, image: str) -> Call:
+    """Roll back: redeploy an earlier release's image. The release command is skipped: the
+    old image's `db:migrate` would not undo a migration, it would only run again."""
+    return _write(*deploy(app, config, image=image).args, "--skip-release-command")
+
+
+def machine_create(app: str, image: str, *, region: str, name: str, metadata: dict[str, str]) -> Call:
+    """A machine that is created and never started (flyctl.md §14): a record whose
+    `config.metadata` anyone with access to the org reads back with `machine list --json`."""
+    args = ["machine", "create", "--app", app, "--region", region, "--name", name]
+    for key, value in metadata.items():
+        args += ["--metadata", f"{key}={value}"]
+    args.append(image)
+    return _write(*args)
+
+
+def machine_destroy(app: str, machine_id: str) -> Call:
+    # --force: a created-but-never-started machine is not "stopped", so destroy needs it (§14)
+    return _write("machine", "destroy", machine_id, "--app", app, "--force")

@@ -1,0 +1,438 @@
+"""`inv deploy`: every app of an environment, in dependency order, independent apps at once.
+
+The order is a dependency graph read from the stack (`dependencies`): the database and the
+stores need nothing; an app needs what it `uses`; web also needs every worker. `waves()` is
+the pure layering of that graph: with the example stack, [db, cable, cache, kredis, jobs],
+then [worker], then [web]. Each wave runs concurrently in a thread pool; a failure lets the
+apps already deploying finish and starts nothing after them.
+
+The database is not deployed by us (flyctl manages the Postgres image); it is a dependency
+that must exist and be healthy, checked before anything changes. Stores are built from
+their folder `keydb/<env>/<store>/`; web and worker from the Rails source folder with
+`--remote-only`, or from `--image REF`. Every `--config` is absolute (flyctl.md §3). Only
+web's rendered fly.toml has a `[deploy] release_command`, so only web runs the migrations.
+
+Before anything changes (`preflight`): the rendered configs are current, the build folders
+exist, every app exists and the database is healthy, and an `--image` reference resolves
+(`fly deploy --build-only --image REF` on the first Rails app: it looks the image up and
+returns before making a release, so a typo fails with nothing deployed). Then the lock,
+the pre-deploy hooks, the waves; after each app's deploy its machines are read back
+(`status --json`: every machine started, on the new release, no failing check). The
+result says which apps are on the new release and which are not; `--rollback-on-failure`
+takes the deployed ones back at once. One audit line records it all, including each app's
+release before and after, which is what `inv rollback` reads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from flyops import audit, hooks
+from flyops.errors import BadInput, OpsError, PreconditionFailed
+from flyops.flyctl import commands as fly
+from flyops.flyctl.runner import FlyRunner
+from flyops.lock import deploy_lock
+from flyops.plan import parallel
+from flyops.render import stale_files, store_build_dir
+from flyops.stack import COMPONENT_DB, Stack
+
+Outcome = Literal["deployed", "failed", "not started", "checked", "skipped"]
+# an app is "on the new release" when its deploy finished and its machines verified
+ON_NEW_RELEASE: tuple[str, ...] = ("deployed",)
+
+
+# ------------------------------------------------------------------------------------
+# The graph (pure)
+
+
+def dependencies(stack: Stack) -> dict[str, set[str]]:
+    """component -> the components it needs deployed (or healthy) first."""
+    fly_db = stack.database.source == "fly"
+    deps: dict[str, set[str]] = {}
+    if fly_db:
+        deps[COMPONENT_DB] = set()
+    for name in stack.stores:
+        deps[name] = set()
+    workers = {n for n, a in stack.apps.items() if a.role == "worker"}
+    for name, app in stack.apps.items():
+        needs = {COMPONENT_DB if u == "database" else u for u in app.uses}
+        if not fly_db:
+            needs.discard(COMPONENT_DB)
+        if app.role == "web":
+            needs |= workers  # web last: the worker is ready for whatever the new web enqueues
+        deps[name] = needs
+    return deps
+
+
+def waves(stack: Stack, only: list[str] | None = None) -> list[list[str]]:
+    """The components in dependency layers; each layer can run concurrently.
+
+    With `only`, the other components are taken as already in place.
+    """
+    deps = dependencies(stack)
+    selected = set(only) if only else set(deps)
+    remaining = [n for n in stack.component_names() if n in selected]
+    done: set[str] = set()
+    out: list[list[str]] = []
+    while remaining:
+        ready = [n for n in remaining if deps[n] & selected <= done]
+        if not ready:
+            raise BadInput(f"the stack's `uses` form a cycle among: {', '.join(remaining)}")
+        out.append(ready)
+        done |= set(ready)
+        remaining = [n for n in remaining if n not in done]
+    return out
+
+
+def parse_only(stack: Stack, only: str | list[str] | None) -> list[str] | None:
+    """`--only web,worker` (component or Fly app names) -> component names; BadInput on unknowns."""
+    if not only:
+        return None
+    items = [s.strip() for s in (only.split(",") if isinstance(only, str) else only) if s.strip()]
+    by_app = {c.app: c.name for c in stack.components()}
+    valid = stack.component_names()
+    out, unknown = [], []
+    for item in items:
+        name = item if item in valid else by_app.get(item)
+        if name is None:
+            unknown.append(item)
+        elif name not in out:
+            out.append(name)
+    if unknown:
+        raise BadInput(
+            f"--only: unknown app{'s' if len(unknown) > 1 else ''} {', '.join(repr(u) for u in unknown)} "
+            f"in {stack.env}; nothing was changed",
+            fix=f"use component names from the stack: {', '.join(valid)}",
+        )
+    return out or None
+
+
+def kind_of(stack: Stack, component: str) -> str:
+    if component == COMPONENT_DB:
+        return "database"
+    if component in stack.stores:
+        return "store"
+    return stack.apps[component].role
+
+
+# ------------------------------------------------------------------------------------
+# What one app's deploy does
+
+
+@dataclass(frozen=True)
+class Step:
+    """One app's deploy: the component, its Fly app, and the `fly deploy` call (None for the database)."""
+
+    component: str
+    app: str
+    kind: str
+    call: fly.Call | None
+    config: Path | None = None
+
+
+def deploy_steps(stack: Stack, components: list[str], image: str | None = None) -> dict[str, Step]:
+    out: dict[str, Step] = {}
+    for name in components:
+        kind = kind_of(stack, name)
+        app = stack.app_name(name)
+        if kind == "database":
+            out[name] = Step(name, app, kind, None)
+            continue
+        config = stack.rendered_path(name).resolve()
+        if kind == "store":
+            call = fly.deploy(app, config, workdir=store_build_dir(stack, name))
+        else:
+            call = fly.deploy(app, config, workdir=None if image else stack.source_dir(), image=image)
+        out[name] = Step(name, app, kind, call, config)
+    return out
+
+
+@dataclass
+class AppResult:
+    component: str
+    app: str
+    kind: str
+    outcome: Outcome = "not started"
+    before: int | None = None  # release version before this run
+    after: int | None = None  # release version after it
+    image: str = ""
+    seconds: float = 0.0
+    detail: str = ""
+
+    def release(self) -> str:
+        b = f"v{self.before}" if self.before else "-"
+        if self.after is None or self.after == self.before:
+            return b
+        return f"{b} -> v{self.after}"
+
+
+@dataclass
+class DeployResult:
+    env: str
+    task: str
+    results: list[AppResult]
+    waves: list[list[str]]
+    seconds: float = 0.0
+    image: str | None = None
+    rolled_back: DeployResult | None = None
+    hooks: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.outcome in ("deployed", "checked", "skipped") for r in self.results)
+
+    def on_new_release(self) -> list[AppResult]:
+        return [r for r in self.results if r.outcome in ON_NEW_RELEASE]
+
+    def not_on_new_release(self) -> list[AppResult]:
+        return [r for r in self.results if r.outcome in ("failed", "not started")]
+
+    def touched(self) -> list[AppResult]:
+        """Apps whose deploy ran (finished or failed): what a rollback takes back."""
+        return [r for r in self.results if r.outcome in ("deployed", "failed")]
+
+    def summary(self) -> str:
+        new = ", ".join(r.component for r in self.on_new_release()) or "none"
+        if self.ok:
+            return f"{self.env}: {len(self.on_new_release())} app(s) on the new release ({new})"
+        rest = "; ".join(f"{r.component} {r.outcome}" + (f" ({r.detail})" if r.detail else "")
+                         for r in self.not_on_new_release())
+        return f"{self.env}: on the new release: {new}. Not on it: {rest}"
+
+    def details(self) -> dict[str, Any]:
+        """Compact per-app record for the audit line: [before, after, outcome]."""
+        return {"apps": {r.component: [r.before, r.after, r.outcome] for r in self.results if r.kind != "database"},
+                **({"image": self.image} if self.image else {})}
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {
+            "env": self.env, "task": self.task, "ok": self.ok, "seconds": round(self.seconds, 2),
+            "waves": self.waves, "image": self.image, "apps": [asdict(r) for r in self.results],
+            "on_new_release": [r.component for r in self.on_new_release()],
+            "not_on_new_release": [r.component for r in self.not_on_new_release()],
+            "hooks": self.hooks,
+        }
+        if self.rolled_back is not None:
+            out["rolled_back"] = self.rolled_back.as_dict()
+        return out
+
+
+# ------------------------------------------------------------------------------------
+# Reading an app back
+
+
+def machines_report(status: dict[str, Any]) -> tuple[bool, str]:
+    """(healthy, text) from one app's `status --json`: every machine started, on the current
+    release, and no check critical."""
+    version = str(status.get("Version") or "")
+    machines = status.get("Machines") or []
+    if not machines:
+        return False, "no machines"
+    problems = []
+    started = [m for m in machines if m.get("state") == "started"]
+    if len(started) < len(machines):
+        problems.append(f"{len(machines) - len(started)}/{len(machines)} machine(s) not started")
+    stale = [m for m in machines if ((m.get("config") or {}).get("metadata") or {}).get("fly_release_version")
+             not in (None, version)]
+    if stale:
+        problems.append(f"{len(stale)} machine(s) not on v{version}")
+    checks = [c for m in machines for c in (m.get("checks") or [])]
+    bad = [c for c in checks if c.get("status") == "critical"]
+    if bad:
+        problems.append(f"{len(bad)}/{len(checks)} check(s) critical ({bad[0].get('name')}: {bad[0].get('output', '')})")
+    text = f"{len(started)}/{len(machines)} started" + (f", checks {len(checks) - len(bad)}/{len(checks)}" if checks else "")
+    return not problems, "; ".join(problems) if problems else text
+
+
+def current_image(status: dict[str, Any]) -> str:
+    """The image the app's machines run (the most common one, `registry/repository:tag`)."""
+    refs: dict[str, int] = {}
+    for m in status.get("Machines") or []:
+        ir = m.get("image_ref") or {}
+        if not ir.get("repository"):
+            continue
+        ref = "/".join(p for p in (ir.get("registry"), ir.get("repository")) if p) + (f":{ir['tag']}" if ir.get("tag") else "")
+        refs[ref] = refs.get(ref, 0) + 1
+    return max(refs, key=refs.get) if refs else ""
+
+
+# ------------------------------------------------------------------------------------
+# Preflight: everything that can be refused before anything changes
+
+
+def preflight(stack: Stack, runner: FlyRunner, steps: dict[str, Step], image: str | None) -> dict[str, dict[str, Any]]:
+    """Refuse (BadInput / PreconditionFailed) before any change; returns each app's `status --json`."""
+    stack.require_fly()
+    stale = [(p, why) for p, why in stale_files(stack) if p.stem in steps]
+    if stale:
+        listed = "; ".join(f"{p.relative_to(stack.root)}: {why}" for p, why in stale)
+        raise BadInput(f"rendered fly.toml files are not current: {listed}",
+                       fix=f"inv config.render --env {stack.env}")
+    kinds = {s.kind for s in steps.values()}
+    if image and not kinds & {"web", "worker"}:
+        raise BadInput("--image applies to the Rails apps (web, worker), and --only selects none of them")
+    if not image and kinds & {"web", "worker"}:
+        src = stack.source_dir()
+        if not (src / "Dockerfile").is_file():
+            raise BadInput(f"the Rails source folder {src} has no Dockerfile (project.source in fly/stack.toml)",
+                           fix="point project.source at the Rails app, or deploy a built image with --image REF")
+    for s in steps.values():
+        if s.kind == "store" and not (store_build_dir(stack, s.component) / "Dockerfile").is_file():
+            raise BadInput(f"{store_build_dir(stack, s.component).relative_to(stack.root)}/Dockerfile is missing: "
+                           f"the {s.component} store is built from that folder",
+                           fix=f"render the store build folders (inv up --env {stack.env} does)")
+    # the database is a dependency even when only the apps that use it are deployed
+    reads = dict(steps)
+    if stack.database.source == "fly" and COMPONENT_DB not in reads and any(
+        COMPONENT_DB in dependencies(stack).get(c, set()) for c in steps
+    ):
+        reads[COMPONENT_DB] = Step(COMPONENT_DB, stack.app_name(COMPONENT_DB), "database", None)
+    names = {a.get("Name") for a in runner.json(fly.apps_list(stack.project.org)) or []}
+    missing = [s for s in reads.values() if s.app not in names]
+    if missing:
+        raise PreconditionFailed(
+            f"{', '.join(f'{s.component} ({s.app})' for s in missing)} not on Fly yet; nothing was changed",
+            fix=f"inv up --env {stack.env}",
+        )
+    statuses = parallel({c: (lambda app=s.app: runner.json(fly.status(app))) for c, s in reads.items()})
+    if COMPONENT_DB in statuses:
+        healthy, text = machines_report(statuses[COMPONENT_DB])
+        if not healthy:
+            raise PreconditionFailed(f"the database {stack.app_name(COMPONENT_DB)} is not healthy ({text}); nothing was changed",
+                                     fix=f"fly status --app {stack.app_name(COMPONENT_DB)}")
+    if image:
+        first = next(s for s in steps.values() if s.kind in ("web", "worker"))
+        try:
+            runner.run(fly.image_check(first.app, first.config, image))
+        except OpsError as exc:
+            raise BadInput(f"image {image} cannot be deployed: {exc.message.split(' failed: ', 1)[-1]}; nothing was changed",
+                           fix="check the reference (registry/repository:tag) and that the image was pushed") from None
+    return statuses
+
+
+# ------------------------------------------------------------------------------------
+# Running the waves
+
+
+Say = Callable[[str], None]
+
+
+def run_waves(
+    runner: FlyRunner,
+    plan: list[list[str]],
+    steps: dict[str, Step],
+    before: dict[str, dict[str, Any]],
+    say: Say,
+) -> list[AppResult]:
+    """Deploy wave by wave; each wave's apps concurrently. A failure starts nothing later."""
+    results = {c: AppResult(c, s.app, s.kind, before=(before.get(c) or {}).get("Version") or None)
+               for c, s in steps.items()}
+    lock = threading.Lock()
+
+    def one(component: str) -> None:
+        step, res = steps[component], results[component]
+        start = time.monotonic()
+        if step.call is None:  # the database: checked in preflight, never deployed
+            res.outcome, res.after, res.detail = "checked", res.before, "healthy (managed by flyctl, not deployed)"
+            return
+        with lock:
+            say(f"  -> {component}: deploying {step.app}")
+        try:
+            runner.run(step.call)
+            if runner.dry:
+                res.outcome, res.detail = "deployed", "dry run"
+            else:
+                status = runner.json(fly.status(step.app))
+                res.after = status.get("Version") or None
+                res.image = current_image(status)
+                healthy, text = machines_report(status)
+                res.outcome, res.detail = ("deployed" if healthy else "failed"), text
+        except OpsError as exc:
+            res.outcome, res.detail = "failed", exc.message
+            try:  # did a release happen anyway (machines updated, checks failing)?
+                status = runner.json(fly.status(step.app))
+                res.after = status.get("Version") or None
+                res.image = current_image(status)
+            except OpsError:
+                pass
+        res.seconds = time.monotonic() - start
+        with lock:
+            mark = "ok" if res.outcome == "deployed" else "FAILED"
+            say(f"  {mark} {component}: {res.release()} in {res.seconds:.1f}s ({res.detail})")
+
+    for wave in plan:
+        with ThreadPoolExecutor(max_workers=max(1, len(wave))) as pool:
+            list(pool.map(one, wave))
+        if any(results[c].outcome == "failed" for c in wave):
+            break
+    return [results[c] for wave in plan for c in wave]
+
+
+def say_default(line: str) -> None:
+    print(line, flush=True)
+
+
+def deploy_environment(
+    stack: Stack,
+    runner: FlyRunner,
+    only: str | list[str] | None = None,
+    image: str | None = None,
+    *,
+    rollback_on_failure: bool = False,
+    message: str = "",
+    take_lock: bool = True,
+    run_hooks: bool = True,
+    say: Say = say_default,
+) -> DeployResult:
+    """Deploy the environment (or `only` some components). Returns the result; raises only for
+    what is refused before anything changes (bad input, lock held, missing apps, hooks).
+
+    `inv up` calls this with `take_lock=False` while it holds the lock itself.
+    """
+    components = parse_only(stack, only)
+    plan = waves(stack, components)
+    flat = [c for w in plan for c in w]
+    steps = deploy_steps(stack, flat, image)
+    before = preflight(stack, runner, steps, image)
+    started = time.monotonic()
+
+    def body() -> DeployResult:
+        if run_hooks:
+            hooks.run_hooks(stack, runner, "pre_deploy", {"env": stack.env, "apps": flat, "image": image}, say=say)
+        say(f"deploying {stack.env}: " + " then ".join("[" + ", ".join(w) + "]" for w in plan))
+        results = run_waves(runner, plan, steps, before, say)
+        result = DeployResult(stack.env, "deploy", results, plan, image=image)
+        if not result.ok and rollback_on_failure and result.touched():
+            from flyops.rollback import rollback_results
+
+            say("rolling back the apps this deploy touched")
+            result.rolled_back = rollback_results(stack, runner, result, say=say)
+        result.seconds = time.monotonic() - started
+        audit.record(stack, runner, "deploy", _changed(result), "ok" if result.ok else "failed", result.details())
+        if run_hooks:
+            result.hooks = hooks.run_hooks(stack, runner, "post_deploy", {"env": stack.env, **result.as_dict()},
+                                           say=say, abort=False)
+        return result
+
+    if not take_lock:
+        return body()
+    why = message or ("deploy " + (image or "from source")) + (f" (only {', '.join(flat)})" if components else "")
+    with deploy_lock(stack, runner, "deploy", why):
+        return body()
+
+
+def _changed(result: DeployResult) -> str:
+    parts = [f"{r.component} {r.release()}" + ("" if r.outcome == "deployed" else f" [{r.outcome}]")
+             for r in result.results if r.kind != "database"]
+    text = "deployed " + ", ".join(parts)
+    if result.image:
+        text += f" image {result.image}"
+    if result.rolled_back is not None:
+        text += "; rolled back " + ", ".join(f"{r.component} {r.release()}" for r in result.rolled_back.results)
+    return text
