@@ -7,15 +7,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from flyops.db import backup as core
-from flyops.db import pgconn
-from flyops.db import settings as from_stack
-from flyops.db.prune import prune as prune_core
-from flyops.db.restore import parse_ref
-from flyops.db.restore import restore as restore_core
 from flyops.envfile import load_env
 from flyops.errors import BadInput
-from flyops.hosts import Host, LocalHost, SshHost
 from flyops.present import console, print_json, table
 from flyops.secret import Secret
 from flyops.stack import environments, load_stack
@@ -26,7 +19,12 @@ KINDS = ("manual", "scheduled")
 ON_HELP = "run pg_dump/pg_restore and restic on another machine over SSH (user@host[:port]), e.g. a bastion inside Fly's network"
 
 
-def host_for(on: str | None, ssh_key: str | None = None) -> Host:
+# The backup core (psycopg, fabric) is imported inside the tasks so `inv --list` stays quick.
+
+
+def host_for(on: str | None, ssh_key: str | None = None):
+    from flyops.hosts import LocalHost, SshHost
+
     return SshHost.parse(on, key_filename=ssh_key) if on else LocalHost()
 
 
@@ -53,6 +51,9 @@ def progress(what: str, quiet: bool) -> Iterator[None]:
 )
 def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, on=None, ssh_key=None):
     """Back up the environment's Postgres (pg_dump -Fc -Z0 into restic) with a verified manifest."""
+    from flyops.db import backup as core
+    from flyops.db import settings as from_stack
+
     stack = stack_for(env)
     if kind not in KINDS:
         raise BadInput(f"--kind {kind!r}: use one of {', '.join(KINDS)}")
@@ -100,6 +101,9 @@ def _duration(option: str, text: str) -> float:
 @task(name="list", help={"env": "environment", "json": "print JSON", "on": ON_HELP, "ssh_key": "key for --on"})
 def list_(ctx, env, json=False, on=None, ssh_key=None):
     """List complete backups: when, kind, size, duration, versions, verified, pinned, retention."""
+    from flyops.db import backup as core
+    from flyops.db import settings as from_stack
+
     stack = stack_for(env)
     envfile = load_env(root(), env, must_exist=True)
     repo = from_stack.repo_config(stack, envfile)
@@ -148,6 +152,11 @@ def _list_row(r: dict[str, Any]) -> list[str]:
 )
 def restore(ctx, env, backup="latest", to="scratch", confirm=None, jobs=None, on=None, ssh_key=None, json=False):
     """Restore a backup into a new database; over a live one only with --confirm NAME (swap by rename)."""
+    from flyops.db import pgconn
+    from flyops.db import settings as from_stack
+    from flyops.db.restore import parse_ref
+    from flyops.db.restore import restore as restore_core
+
     stack = stack_for(env)
     src_env, _ = parse_ref(backup, stack.env)
     envs = environments(root())
@@ -188,6 +197,8 @@ def restore(ctx, env, backup="latest", to="scratch", confirm=None, jobs=None, on
 
 @contextlib.contextmanager
 def _target_url(stack, to: str, runner) -> Iterator[Secret]:
+    from flyops.db import settings as from_stack
+
     if to.startswith(("postgres://", "postgresql://")):
         yield Secret(to)
         return
@@ -200,6 +211,9 @@ def _target_url(stack, to: str, runner) -> Iterator[Secret]:
             "on": ON_HELP, "ssh_key": "key for --on"})
 def prune(ctx, env, yes=False, json=False, on=None, ssh_key=None):
     """Apply the stack's retention (daily/weekly/monthly, a minimum, pinned kept); a dry run unless --yes."""
+    from flyops.db import settings as from_stack
+    from flyops.db.prune import prune as prune_core
+
     stack = stack_for(env)
     repo = from_stack.repo_config(stack, load_env(root(), env, must_exist=True))
     result = prune_core(repo, stack.env, from_stack.retention(stack), confirm=yes, host=host_for(on, ssh_key))

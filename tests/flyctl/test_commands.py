@@ -77,6 +77,8 @@ def _sample_call(name, fn, tmp: Path):
             kwargs[p.name] = Secret("K=v\n")
         elif "Path" in ann:
             kwargs[p.name] = tmp / "x.toml"
+        elif "dict" in ann:
+            kwargs[p.name] = {"k": "v"}
         elif "list" in ann:
             kwargs[p.name] = ["A", "B"]
         elif "int" in ann:
