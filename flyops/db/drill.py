@@ -190,8 +190,11 @@ class LocalTarget:
 
     kind = "local"
 
-    def __init__(self, *, major: int | None = None) -> None:
+    def __init__(self, *, major: int | None = None, base_dir: Path | str | None = None) -> None:
         self._major = major
+        # not the drill's work folder: the server runs as an unprivileged user, who must be able
+        # to reach its folder, and a caller's work folder (e.g. under a 0700 home) may not allow that
+        self._base_dir = str(base_dir) if base_dir else None
         self.cluster: ScratchCluster | None = None
 
     def provision(self, manifest: dict, work_dir: Path) -> dict:
@@ -200,7 +203,7 @@ class LocalTarget:
             bindir = find_pg_bindir(major)
         except PreconditionFailed:
             bindir = find_pg_bindir(None)  # newest installed; the version check below decides
-        self.cluster = ScratchCluster(bindir=bindir, base_dir=str(work_dir))
+        self.cluster = ScratchCluster(bindir=bindir, base_dir=self._base_dir)
         self.cluster.start()
         return {"target": f"scratch cluster on {self.cluster.host}:{self.cluster.port} ({bindir})",
                 "host": self.cluster.host, "port": self.cluster.port, "dir": str(self.cluster.dir),
@@ -521,7 +524,8 @@ def run_drill(*, env: str, repo_config: RepoConfig, backup: str = "latest", targ
 
     target: LocalTarget() (default) or a FlyTarget. report_base: where `<base>.json/.md` go;
     default `<root>/var/drills/<env>/<timestamp>`. work_dir: parent of the drill's temp
-    folder (dump file, scratch cluster); default the system temp dir.
+    folder (the fetched dump); default the system temp dir. The local scratch cluster lives
+    in its own temp folder (see LocalTarget).
     """
     if backup not in ("latest", "random") and not re.match(r"^\d{8}T\d{4,6}Z-[a-z-]+-[0-9a-f]{4}$", backup or ""):
         raise BadInput(f"--backup {backup!r}: expected latest, random or a backup id", fix="see `inv db.list`")
@@ -548,7 +552,6 @@ def run_drill(*, env: str, repo_config: RepoConfig, backup: str = "latest", targ
                 signals.check()
 
                 work = Path(tempfile.mkdtemp(prefix="flyops-drill-", dir=str(work_dir) if work_dir else None))
-                os.chmod(work, 0o711)  # the scratch server's user must reach its folder inside
                 t_rto = time.monotonic()
 
                 with _phase(result, "provision", progress, signals) as ph:
