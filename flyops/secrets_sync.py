@@ -1,0 +1,338 @@
+"""Secrets: what each app wants (flyops.wanted) against what Fly has, and pushing the difference.
+
+Fly never returns secret values, only names and an opaque per-value digest (flyctl.md §4).
+So change and drift detection needs a record of what this repository last pushed: the
+**secrets lock**, `fly/<env>/secrets.lock.json`, committed with the stack. Per app and name
+it holds
+
+* `fingerprint`: a salted sha256 of the value we pushed (salted with the secret's name, so
+  equal values under different names do not look equal; never the value itself), and
+* `digest`: the digest Fly reported right after that push.
+
+With it, per app and name (`diff_app` is pure):
+
+| wanted | on Fly | lock | status |
+| --- | --- | --- | --- |
+| yes | no | - | `add` |
+| yes | yes | no record | `unknown`: never pushed from here; sync pushes it (idempotent) |
+| yes | digest != lock digest | record | `drift`: changed on Fly since our push (dashboard, another operator with a stale lock); sync refuses unless `--force` |
+| yes | digest == lock digest | fingerprint differs | `change` |
+| yes | digest == lock digest | fingerprint equal | `unchanged` |
+| no | yes | - | `remove` (only with `--prune`, after confirmation) |
+| external | any | - | `external` (e.g. DATABASE_URL set by `fly postgres attach`): never pushed or pruned |
+
+The database app is left alone: its secrets belong to flyctl's Postgres tooling.
+Pushing is `fly secrets import --stage` with the values on stdin, one call per app, then
+the lock entry is written (after re-reading the digests), then one `fly secrets deploy`
+per deployed app whose wanted secrets are still staged, unless a deploy follows.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from flyops.envfile import EnvFile
+from flyops.errors import BadInput, OpsError
+from flyops.flyctl import commands as fly
+from flyops.flyctl.importfmt import encode_for_import
+from flyops.flyctl.runner import FlyRunner
+from flyops.plan import parallel
+from flyops.secret import Secret
+from flyops.stack import COMPONENT_DB, Stack
+from flyops.wanted import WantedSecrets, wanted_secrets
+
+Status = Literal["add", "change", "unchanged", "unknown", "drift", "remove", "external"]
+PUSH = ("add", "change", "unknown")
+PENDING = ("add", "change", "unknown", "drift", "remove")
+LOCK_VERSION = 1
+
+
+def fingerprint(name: str, value: Secret) -> str:
+    """A salted, non-reversible tag of a value, safe to commit (16 hex)."""
+    h = hashlib.sha256(b"flyops-secrets-lock-v1\0" + name.encode() + b"\0" + value.reveal().encode())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------
+# The lock
+
+
+def lock_path(stack: Stack) -> Path:
+    return stack.rendered_dir() / "secrets.lock.json"
+
+
+@dataclass
+class SecretsLock:
+    path: Path
+    apps: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> SecretsLock:
+        if not path.exists():
+            return cls(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BadInput(f"{path}: not a readable secrets lock ({exc})",
+                           fix="restore it from git (`git checkout -- <file>`), or delete it: every secret then shows as `unknown` and is pushed once") from None
+        if data.get("version") != LOCK_VERSION:
+            raise BadInput(f"{path}: lock version {data.get('version')!r}, expected {LOCK_VERSION}")
+        return cls(path, {app: dict(names) for app, names in (data.get("apps") or {}).items()})
+
+    def get(self, app: str, name: str) -> dict[str, str] | None:
+        return self.apps.get(app, {}).get(name)
+
+    def record(self, app: str, name: str, fp: str, digest: str) -> None:
+        self.apps.setdefault(app, {})[name] = {
+            "fingerprint": fp, "digest": digest,
+            "pushed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "by": _who(),
+        }
+
+    def forget(self, app: str, name: str) -> None:
+        self.apps.get(app, {}).pop(name, None)
+        if app in self.apps and not self.apps[app]:
+            del self.apps[app]
+
+    def save(self) -> None:
+        """Atomic write; sorted, so two operators' changes merge line by line in git."""
+        data = {
+            "version": LOCK_VERSION,
+            "about": "written by `inv secrets.sync` / `inv up`: salted fingerprints of pushed values and the "
+            "digests Fly reported; no values. Commit it. See docs/secrets.md.",
+            "apps": {app: dict(sorted(names.items())) for app, names in sorted(self.apps.items())},
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".secrets.lock.")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(data, indent=2) + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, self.path)
+
+
+def _who() -> str:
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except Exception:  # noqa: BLE001 - only a label
+        return "unknown"
+
+
+# ---------------------------------------------------------------------------------------
+# Diff (pure)
+
+
+@dataclass(frozen=True)
+class SecretRow:
+    component: str
+    app: str
+    name: str
+    status: Status
+    detail: str = ""
+
+
+def diff_app(
+    component: str,
+    app: str,
+    wanted: dict[str, Secret],
+    external: frozenset[str] | set[str],
+    live: list[dict[str, Any]] | None,
+    lock: SecretsLock,
+) -> list[SecretRow]:
+    """Rows for one app. `live` is `fly secrets list --json` (None: the app does not exist)."""
+    have = {s["name"]: s for s in (live or [])}
+    rows: list[SecretRow] = []
+    for name in sorted(set(wanted) | set(external)):
+        if name in external and name not in wanted:
+            rows.append(SecretRow(component, app, name, "external",
+                                  "set on Fly" if name in have else "not set yet (fly postgres attach sets it)"))
+            continue
+        if name not in have:
+            rows.append(SecretRow(component, app, name, "add"))
+            continue
+        rec = lock.get(app, name)
+        fp = fingerprint(name, wanted[name])
+        if rec is None:
+            rows.append(SecretRow(component, app, name, "unknown", "on Fly, but no push from this repository is recorded"))
+        elif have[name].get("digest") != rec.get("digest"):
+            rows.append(SecretRow(component, app, name, "drift",
+                                  f"changed on Fly since {rec.get('by', '?')} pushed it at {rec.get('pushed_at', '?')}"))
+        elif fp != rec.get("fingerprint"):
+            rows.append(SecretRow(component, app, name, "change"))
+        else:
+            rows.append(SecretRow(component, app, name, "unchanged"))
+    for name in sorted(set(have) - set(wanted) - set(external)):
+        rows.append(SecretRow(component, app, name, "remove", "not wanted by the stack"))
+    return rows
+
+
+@dataclass
+class SecretsPlan:
+    stack: Stack
+    wanted: WantedSecrets
+    rows: list[SecretRow]
+    live: dict[str, list[dict[str, Any]] | None]  # app -> secrets list (None: app absent)
+    deployed: dict[str, bool]  # app -> has a deployment
+    lock: SecretsLock
+    components: list[str]
+
+    def pending(self) -> list[SecretRow]:
+        return [r for r in self.rows if r.status in PENDING]
+
+    def by_app(self) -> dict[str, list[SecretRow]]:
+        out: dict[str, list[SecretRow]] = {}
+        for r in self.rows:
+            out.setdefault(r.app, []).append(r)
+        return out
+
+    def counts(self) -> dict[str, int]:
+        keys = ("add", "change", "unchanged", "unknown", "drift", "remove", "external")
+        return {k: sum(r.status == k for r in self.rows) for k in keys}
+
+
+def components_for(stack: Stack, app: str | None) -> list[str]:
+    """Components whose secrets we manage (not the database), or the one --app names."""
+    managed = list(stack.stores) + list(stack.apps)
+    if app is None:
+        return managed
+    for comp in managed:
+        if app in (comp, stack.app_name(comp)):
+            return [comp]
+    if app in (COMPONENT_DB, stack.app_name(COMPONENT_DB) if stack.database.source == "fly" else None):
+        raise BadInput(f"--app {app!r}: the database app's secrets belong to flyctl's Postgres tooling, not to this repository")
+    names = ", ".join(managed)
+    raise BadInput(f"--app {app!r} is not an app or store of environment {stack.env!r}", fix=f"use one of: {names}")
+
+
+def read_secrets_plan(stack: Stack, envfile: EnvFile, runner: FlyRunner, *, app: str | None = None) -> SecretsPlan:
+    """Read Fly (concurrently), then diff. Raises BadInput for missing keys / unencodable values
+    before anything is read from or written to Fly."""
+    stack.require_fly()
+    comps = components_for(stack, app)
+    wanted = wanted_secrets(stack, envfile)
+    for comp in comps:  # refuse values flyctl's import parser cannot carry, naming the key
+        if wanted.values.get(comp):
+            encode_for_import(wanted.values[comp])
+    runner.add_masks(v for vals in wanted.values.values() for v in vals.values())
+    lock = SecretsLock.load(lock_path(stack))
+    apps = {a["Name"]: a for a in runner.json(fly.apps_list(stack.project.org)) or []}
+    names = {c: stack.app_name(c) for c in comps}
+    reads: dict[str, Callable[[], Any]] = {
+        a: (lambda a=a: runner.json(fly.secrets_list(a)) or []) for a in names.values() if a in apps
+    }
+    got = parallel(reads)
+    live = {a: got.get(a) for a in names.values()}
+    rows: list[SecretRow] = []
+    for comp, a in names.items():
+        rows += diff_app(comp, a, wanted.values.get(comp, {}), wanted.external.get(comp, frozenset()), live[a], lock)
+    deployed = {a: bool(apps.get(a, {}).get("Deployed")) for a in names.values()}
+    return SecretsPlan(stack, wanted, rows, live, deployed, lock, comps)
+
+
+# ---------------------------------------------------------------------------------------
+# Sync
+
+
+@dataclass
+class SyncResult:
+    pushed: dict[str, list[str]] = field(default_factory=dict)  # app -> names
+    pruned: dict[str, list[str]] = field(default_factory=dict)
+    restarted: list[str] = field(default_factory=list)
+
+
+def refuse_drift(plan: SecretsPlan, force: bool) -> None:
+    drift = [r for r in plan.rows if r.status == "drift"]
+    if drift and not force:
+        listed = ", ".join(f"{r.app} {r.name}" for r in drift)
+        raise OpsError(
+            f"secret(s) changed on Fly outside this repository since the last recorded push: {listed}; nothing was changed",
+            fix=f"pull the repository ({lock_path(plan.stack).relative_to(plan.stack.root)}) and check env/{plan.stack.env}.env "
+            "with whoever changed them; or pass --force to overwrite them with your values",
+        )
+
+
+def sync(
+    plan: SecretsPlan,
+    runner: FlyRunner,
+    *,
+    prune: bool = False,
+    force: bool = False,
+    restart: bool = True,
+    on_step: Callable[[str], None] = lambda line: None,
+) -> SyncResult:
+    """Apply a plan: import per app (stdin), record digests in the lock, prune, restart.
+
+    Stops at the first failing call; everything done before it is recorded in the lock, so a
+    re-run pushes only what is still missing.
+    """
+    refuse_drift(plan, force)
+    statuses = PUSH + (("drift",) if force else ())
+    result = SyncResult()
+    for app, rows in plan.by_app().items():
+        comp = rows[0].component
+        if plan.live.get(app) is None and not runner.dry:
+            raise OpsError(f"app {app} does not exist; secrets need their app", fix=f"inv up --env {plan.stack.env}")
+        push = [r.name for r in rows if r.status in statuses]
+        if push:
+            values = {n: plan.wanted.values[comp][n] for n in push}
+            on_step(f"{app}: import {', '.join(push)} (values on stdin, staged)")
+            runner.run(fly.secrets_import(app, encode_for_import(values), stage=True))
+            result.pushed[app] = push
+            if not runner.dry:
+                digests = {s["name"]: s.get("digest", "") for s in runner.json(fly.secrets_list(app)) or []}
+                for n in push:
+                    if n not in digests:
+                        raise OpsError(f"{app}: {n} is not listed on Fly after `fly secrets import`")
+                    plan.lock.record(app, n, fingerprint(n, values[n]), digests[n])
+                plan.lock.save()
+        gone = [r.name for r in rows if r.status == "remove"]
+        if prune and gone:
+            on_step(f"{app}: unset {', '.join(gone)} (staged)")
+            runner.run(fly.secrets_unset(app, gone, stage=True))
+            result.pruned[app] = gone
+            if not runner.dry:
+                for n in gone:
+                    plan.lock.forget(app, n)
+                plan.lock.save()
+    if restart:
+        for app in restart_needed(plan, runner, result):
+            on_step(f"{app}: restart with the new secrets (fly secrets deploy)")
+            runner.run(fly.secrets_deploy(app))
+            result.restarted.append(app)
+    return result
+
+
+def restart_needed(plan: SecretsPlan, runner: FlyRunner, result: SyncResult) -> list[str]:
+    """Deployed apps whose secrets are not all on their machines yet (status Staged/Partial):
+    what this run staged, and what an earlier interrupted run left staged."""
+    out = []
+    for app in plan.by_app():
+        if not plan.deployed.get(app):
+            continue  # no machines: the first deploy picks the staged secrets up
+        if runner.dry:
+            if app in result.pushed or app in result.pruned:
+                out.append(app)
+            continue
+        touched = app in result.pushed or app in result.pruned
+        live = (runner.json(fly.secrets_list(app)) or []) if touched else (plan.live.get(app) or [])
+        if any(s.get("status") in ("Staged", "Partial") for s in live):
+            out.append(app)
+    return out
+
+
+def verify(stack: Stack, envfile: EnvFile, runner: FlyRunner, *, app: str | None, prune: bool) -> list[SecretRow]:
+    """Re-read and return the rows that still differ (empty when converged)."""
+    after = read_secrets_plan(stack, envfile, runner, app=app)
+    return [r for r in after.rows if r.status in PUSH + ("drift",) or (prune and r.status == "remove")]
+
+
+def rows_json(rows: list[SecretRow]) -> list[dict[str, str]]:
+    return [asdict(r) for r in rows]
