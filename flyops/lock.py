@@ -20,6 +20,7 @@ exclusive even for its own operator, so two concurrent runs from one laptop refu
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -127,7 +128,7 @@ def acquire(stack: Stack, runner: FlyRunner, task: str, message: str = "") -> Ho
     try:
         runner.run(fly.apps_create(lock_app(stack), stack.project.org))
     except OpsError:
-        current = holder(stack, runner)
+        current = _settled_holder(stack, runner)
         if current is not None:
             raise LockHeld(stack, current) from None
         raise
@@ -138,6 +139,16 @@ def acquire(stack: Stack, runner: FlyRunner, task: str, message: str = "") -> Ho
         runner.run(fly.apps_destroy(lock_app(stack)), check=False)
         raise
     return me
+
+
+def _settled_holder(stack: Stack, runner: FlyRunner, wait: float = 5.0) -> Holder | None:
+    """The holder, waiting briefly while the winner of a race is still writing its name."""
+    deadline = time.monotonic() + wait
+    current = holder(stack, runner)
+    while current is not None and not current.since and time.monotonic() < deadline:
+        time.sleep(0.5)
+        current = holder(stack, runner)
+    return current
 
 
 def release(stack: Stack, runner: FlyRunner, *, lock_id: str | None = None) -> Holder | None:

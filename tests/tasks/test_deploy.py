@@ -1,0 +1,228 @@
+"""`inv deploy` / `rollback` / `status` / `audit` end to end against the flyctl stand-in."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.deploy_env import STORES, DeployEnv
+
+
+@pytest.fixture
+def ops(tmp_path):
+    return DeployEnv(tmp_path)
+
+
+def _deploys(ops: DeployEnv) -> list[dict]:
+    return [r for r in ops.argv_log() if r["argv"][0] == "deploy" and "--build-only" not in r["argv"]]
+
+
+def _app_of(rec: dict) -> str:
+    return rec["argv"][rec["argv"].index("--app") + 1]
+
+
+def _state(ops: DeployEnv) -> dict:
+    return json.loads((ops.home / "state.json").read_text())
+
+
+def _mutations(ops: DeployEnv) -> list[list[str]]:
+    """Calls that change Fly. The stand-in counts every `deploy` as mutating; the image lookup
+    (`deploy --build-only --image`) makes no release, so it is left out."""
+    return [r["argv"] for r in ops.argv_log() if r["mutating"] and "--build-only" not in r["argv"]]
+
+
+def test_deploy_staging_in_dependency_order_with_independent_apps_concurrent(ops):
+    # each deploy call takes 2 s, so concurrent ones overlap whatever the machine's load
+    p = ops.inv("deploy", "--env", "staging", FAKEFLY_DEPLOY_LATENCY_MS="2000")
+    assert p.returncode == 0, p.stderr
+    assert "6 app(s) on the new release" in p.stdout
+    deploys = {(_app_of(r)): r for r in _deploys(ops)}
+    assert set(deploys) == {ops.app(c) for c in (*STORES, "worker", "web")}
+    end = {a: r["t"] + r["duration"] for a, r in deploys.items()}
+    stores = [ops.app(s) for s in STORES]
+    # the stores run at once: each one started before any of them finished
+    assert max(deploys[s]["t"] for s in stores) < min(end[s] for s in stores)
+    # then the worker, then web
+    assert deploys[ops.app("worker")]["t"] >= max(end[s] for s in stores)
+    assert deploys[ops.app("web")]["t"] >= end[ops.app("worker")]
+    # working directories: stores from their build folder, apps from the Rails source, all --config absolute
+    for s in STORES:
+        argv = deploys[ops.app(s)]["argv"]
+        assert argv[1] == str(ops.root / "keydb" / "staging" / s)
+        assert argv[argv.index("--config") + 1] == str(ops.root / "fly" / "staging" / f"{s}.toml")
+    for a in ("worker", "web"):
+        argv = deploys[ops.app(a)]["argv"]
+        assert argv[1] == str(ops.tmp / "my-app") and "--remote-only" in argv
+    # the database is never deployed; the release command ran for web only
+    assert ops.app("db") not in deploys
+    releases = [e["app"] for e in ops.events() if e["type"] == "release_command"]
+    assert releases == [ops.app("web")]
+    # the lock was taken and given back
+    assert ["apps", "create", "my-app-lock-staging", "--org", "personal", "--json"] in _mutations(ops)
+    assert ["apps", "destroy", "my-app-lock-staging", "--yes"] in _mutations(ops)
+    assert "my-app-lock-staging" not in {a["Name"] for a in ops.fly_json("apps", "list")}
+
+
+def test_unknown_app_in_only_exits_2_listing_valid_names_and_changes_nothing(ops):
+    p = ops.inv("deploy", "--env", "staging", "--only", "web,wrker")
+    assert p.returncode == 2
+    assert "'wrker'" in p.stderr and "db, cable, cache, kredis, jobs, web, worker" in p.stderr
+    assert _mutations(ops) == []
+
+
+def test_missing_image_is_refused_before_any_app_changes(ops):
+    ref = "registry.fly.io/my-app:does-not-exist"
+    p = ops.inv("deploy", "--env", "staging", "--image", ref, FAKEFLY_MISSING_IMAGES=ref)
+    assert p.returncode == 2, p.stderr
+    assert f"image {ref} cannot be deployed" in p.stderr and "nothing was changed" in p.stderr
+    assert _mutations(ops) == []
+    assert [r["argv"][-3:] for r in ops.argv_log() if r["argv"][0] == "deploy"] == [[ref, "--build-only", "--yes"]]
+    assert [e for e in ops.events() if e["type"] == "deploy"] == []
+    assert all(len(a["releases"]) == 0 for n, a in _state(ops)["apps"].items() if n != ops.app("db"))
+
+
+def test_deploy_with_an_image_uses_it_for_the_rails_apps_only(ops):
+    ref = "registry.fly.io/my-app:v7"
+    p = ops.inv("deploy", "--env", "staging", "--image", ref, "--only", "worker,web,cache")
+    assert p.returncode == 0, p.stderr
+    assert ops.image("web") == ref and ops.image("worker") == ref
+    assert ops.image("cache").startswith("registry.fly.io/my-app-staging-cache:deployment-")
+    assert {_app_of(r) for r in _deploys(ops)} == {ops.app("web"), ops.app("worker"), ops.app("cache")}
+
+
+def test_deploy_refused_while_the_lock_is_held_naming_holder_when_and_why(ops):
+    p = ops.inv("lock.acquire", "--env", "staging", "-m", "db maintenance", FLYOPS_OPERATOR="bob@desk")
+    assert p.returncode == 0, p.stderr
+    before = len(_mutations(ops))
+    p = ops.inv("deploy", "--env", "staging")
+    assert p.returncode == 4
+    assert "staging is locked: held by bob@desk since" in p.stderr
+    assert "for lock.acquire: 'db maintenance'" in p.stderr and "nothing was changed" in p.stderr
+    new = _mutations(ops)[before:]
+    assert [a for a in new if a[0] != "apps" or a[1] != "create"] == []  # only the refused lock attempt
+    assert _deploys(ops) == []
+
+
+def test_failure_on_the_third_wave_then_rollback_restores_every_earlier_image(ops):
+    assert ops.inv("deploy", "--env", "staging").returncode == 0
+    first = {c: ops.image(c) for c in (*STORES, "worker", "web")}
+    # second deploy: web's deploy fails; stores and worker are already on the new release
+    p = ops.inv("deploy", "--env", "staging", FAKEFLY_FAIL_MATCH="--app my-app-staging-web")
+    assert p.returncode == 1
+    assert "on the new release: cable, cache, kredis, jobs, worker. Not on it: web failed" in p.stderr
+    assert "inv rollback --env staging" in p.stderr
+    for c in (*STORES, "worker"):
+        assert ops.image(c) != first[c]
+        assert ops.version(c) == 2
+    assert ops.image("web") == first["web"]
+    p = ops.inv("rollback", "--env", "staging", "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert {a["component"]: a["outcome"] for a in out["apps"]} == {
+        "cable": "deployed", "cache": "deployed", "kredis": "deployed", "jobs": "deployed",
+        "worker": "deployed", "web": "skipped"}
+    for c in (*STORES, "worker", "web"):
+        assert ops.image(c) == first[c], c
+    # rollback redeploys by image, without the release command
+    rb = [r["argv"] for r in _deploys(ops)][-5:]
+    assert all("--image" in a and "--skip-release-command" in a for a in rb)
+    assert [e["app"] for e in ops.events() if e["type"] == "release_command"] == [ops.app("web")]
+
+
+def test_rollback_on_failure_takes_the_touched_apps_back_at_once(ops):
+    assert ops.inv("deploy", "--env", "staging", "--only", "jobs,worker,web").returncode == 0
+    first = {c: ops.image(c) for c in ("jobs", "worker", "web")}
+    p = ops.inv("deploy", "--env", "staging", "--only", "jobs,worker,web", "--rollback-on-failure",
+                FAKEFLY_FAIL_MATCH="--app my-app-staging-web --yes --remote-only")
+    assert p.returncode == 1
+    assert "rolled back: jobs v2 -> v3 (deployed), worker v2 -> v3 (deployed), web v1 (skipped)" in p.stdout
+    for c in ("jobs", "worker", "web"):
+        assert ops.image(c) == first[c]
+
+
+def test_rollback_to_a_release_that_does_not_exist_exits_2(ops):
+    assert ops.inv("deploy", "--env", "staging", "--only", "web").returncode == 0
+    n = len(_mutations(ops))
+    p = ops.inv("rollback", "--env", "staging", "--app", "web", "--to", "v99")
+    assert p.returncode == 2
+    assert "my-app-staging-web has no release v99" in p.stderr and "v1" in p.stderr
+    p = ops.inv("rollback", "--env", "staging", "--app", "web", "--to", "registry.fly.io/nope:1",
+                FAKEFLY_MISSING_IMAGES="registry.fly.io/nope:1")
+    assert p.returncode == 2 and "image registry.fly.io/nope:1 cannot be deployed" in p.stderr
+    p = ops.inv("rollback", "--env", "staging", "--to", "v1")
+    assert p.returncode == 2 and "give --app too" in p.stderr
+    assert len(_mutations(ops)) == n
+
+
+def test_rollback_to_a_named_version(ops):
+    assert ops.inv("deploy", "--env", "staging", "--only", "web").returncode == 0
+    v1 = ops.image("web")
+    assert ops.inv("deploy", "--env", "staging", "--only", "web", "--image", "registry.fly.io/my-app:v2").returncode == 0
+    p = ops.inv("rollback", "--env", "staging", "--app", "web", "--to", "v1")
+    assert p.returncode == 0, p.stderr
+    assert ops.image("web") == v1 and ops.version("web") == 3
+
+
+def test_two_concurrent_deploys_one_runs_the_other_names_the_holder(ops):
+    slow = {"FAKEFLY_DEPLOY_LATENCY_MS": "1500"}
+    a = ops.popen("deploy", "--env", "staging", "--only", "cache,worker", FLYOPS_OPERATOR="alice@laptop", **slow)
+    b = ops.popen("deploy", "--env", "staging", "--only", "cache,worker", FLYOPS_OPERATOR="bob@desk", **slow)
+    results = {}
+    for who, proc in (("alice@laptop", a), ("bob@desk", b)):
+        out, err = proc.communicate(timeout=300)
+        results[who] = (proc.returncode, err)
+    codes = sorted(rc for rc, _ in results.values())
+    assert codes == [0, 4], results
+    winner = next(w for w, (rc, _) in results.items() if rc == 0)
+    loser_err = next(err for rc, err in results.values() if rc == 4)
+    assert f"held by {winner} since" in loser_err and "for deploy" in loser_err
+    # each app was deployed exactly once
+    assert sorted(_app_of(r) for r in _deploys(ops)) == [ops.app("cache"), ops.app("worker")]
+
+
+def test_status_shows_every_app_with_machines_volumes_and_staged_secrets(ops):
+    assert ops.inv("deploy", "--env", "staging").returncode == 0
+    ops.fly("secrets", "set", "NEW_KEY=v", "--app", ops.app("web"), "--stage")
+    p = ops.inv("status", "--env", "staging", "--json")
+    assert p.returncode == 0, p.stderr
+    st = json.loads(p.stdout)
+    apps = {a["component"]: a for a in st["apps"]}
+    assert list(apps) == ["db", "cable", "cache", "kredis", "jobs", "web", "worker"]
+    assert all(a["exists"] and a["state"] == "deployed" for a in apps.values())
+    assert apps["web"]["release"] == 1 and apps["web"]["machines"]["fra"]["started"] == 2
+    assert apps["web"]["machines"]["fra"]["checks_passing"] == apps["web"]["machines"]["fra"]["checks_total"] == 2
+    assert apps["cache"]["volumes"] == {"fra": ["keydb_server 1GB"]}
+    assert apps["db"]["volumes"] == {"fra": ["pg_data 10GB"]}
+    assert apps["web"]["secrets_staged"] == ["NEW_KEY"]
+    assert apps["worker"]["secrets_staged"] == []
+    assert st["lock"] is None
+    p = ops.inv("status", "--env", "staging")
+    assert p.returncode == 0 and "lock: free" in p.stdout and "my-app-staging-web" in p.stdout
+    assert not any(r["mutating"] for r in ops.argv_log()[-12:])
+
+
+def test_status_reports_apps_that_do_not_exist(tmp_path):
+    ops = DeployEnv(tmp_path, seed=False)
+    p = ops.inv("status", "--env", "staging", "--json")
+    assert p.returncode == 0, p.stderr
+    assert {a["state"] for a in json.loads(p.stdout)["apps"]} == {"missing"}
+    p = ops.inv("deploy", "--env", "staging")
+    assert p.returncode == 5 and "inv up --env staging" in p.stderr
+
+
+def test_audit_trail_records_deploys_and_locks_without_secret_values(ops):
+    assert ops.inv("deploy", "--env", "staging", "--only", "web").returncode == 0
+    assert ops.inv("lock.acquire", "--env", "staging", "-m", "freeze").returncode == 0
+    assert ops.inv("lock.release", "--env", "staging").returncode == 0
+    p = ops.inv("audit", "--env", "staging", "--json")
+    assert p.returncode == 0, p.stderr
+    entries = json.loads(p.stdout)["entries"]
+    assert [e["task"] for e in entries] == ["lock.release", "lock.acquire", "deploy"]
+    deploy = entries[-1]
+    assert deploy["who"] == "alice@laptop" and deploy["env"] == "staging" and deploy["result"] == "ok"
+    assert deploy["changed"] == "deployed web - -> v1"
+    assert deploy["details"]["apps"] == {"web": [None, 1, "deployed"]}
+    # kept on Fly, readable by anyone in the org with plain flyctl
+    machines = ops.fly_json("machine", "list", "--app", "my-app-ops-staging")
+    assert len(machines) == 3 and {m["state"] for m in machines} == {"created"}
