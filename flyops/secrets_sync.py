@@ -35,6 +35,7 @@ import json
 import os
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -217,19 +218,36 @@ def read_secrets_plan(stack: Stack, envfile: EnvFile, runner: FlyRunner, *, app:
     before anything is read from or written to Fly."""
     stack.require_fly()
     comps = components_for(stack, app)
+    wanted = wanted_for(stack, envfile, comps, runner)
+    apps = {a["Name"]: a for a in runner.json(fly.apps_list(stack.project.org)) or []}
+    names = [stack.app_name(c) for c in comps]
+    reads: dict[str, Callable[[], Any]] = {
+        a: (lambda a=a: runner.json(fly.secrets_list(a)) or []) for a in names if a in apps
+    }
+    return build_secrets_plan(stack, wanted, comps, apps, parallel(reads))
+
+
+def wanted_for(stack: Stack, envfile: EnvFile, comps: list[str], runner: FlyRunner) -> WantedSecrets:
+    """The wanted secrets; every value is checked to be importable and masked in the runner."""
     wanted = wanted_secrets(stack, envfile)
     for comp in comps:  # refuse values flyctl's import parser cannot carry, naming the key
         if wanted.values.get(comp):
             encode_for_import(wanted.values[comp])
     runner.add_masks(v for vals in wanted.values.values() for v in vals.values())
+    return wanted
+
+
+def build_secrets_plan(
+    stack: Stack,
+    wanted: WantedSecrets,
+    comps: list[str],
+    apps: dict[str, dict[str, Any]],
+    secrets: dict[str, list[dict[str, Any]]],
+) -> SecretsPlan:
+    """Pure: the plan from what was read (`apps`: name -> fly.App, `secrets`: app -> list)."""
     lock = SecretsLock.load(lock_path(stack))
-    apps = {a["Name"]: a for a in runner.json(fly.apps_list(stack.project.org)) or []}
     names = {c: stack.app_name(c) for c in comps}
-    reads: dict[str, Callable[[], Any]] = {
-        a: (lambda a=a: runner.json(fly.secrets_list(a)) or []) for a in names.values() if a in apps
-    }
-    got = parallel(reads)
-    live = {a: got.get(a) for a in names.values()}
+    live = {a: (secrets.get(a) or [] if a in apps else None) for a in names.values()}
     rows: list[SecretRow] = []
     for comp, a in names.items():
         rows += diff_app(comp, a, wanted.values.get(comp, {}), wanted.external.get(comp, frozenset()), live[a], lock)
@@ -267,16 +285,20 @@ def sync(
     force: bool = False,
     restart: bool = True,
     on_step: Callable[[str], None] = lambda line: None,
+    workers: int = 8,
 ) -> SyncResult:
-    """Apply a plan: import per app (stdin), record digests in the lock, prune, restart.
+    """Apply a plan: import per app (stdin, apps concurrently), record digests in the lock,
+    prune, restart.
 
-    Stops at the first failing call; everything done before it is recorded in the lock, so a
+    A failing call stops its app; everything done before it is recorded in the lock, so a
     re-run pushes only what is still missing.
     """
     refuse_drift(plan, force)
     statuses = PUSH + (("drift",) if force else ())
     result = SyncResult()
-    for app, rows in plan.by_app().items():
+    mutex = threading.Lock()
+
+    def one(app: str, rows: list[SecretRow]) -> None:
         comp = rows[0].component
         if plan.live.get(app) is None and not runner.dry:
             raise OpsError(f"app {app} does not exist; secrets need their app", fix=f"inv up --env {plan.stack.env}")
@@ -285,29 +307,38 @@ def sync(
             values = {n: plan.wanted.values[comp][n] for n in push}
             on_step(f"{app}: import {', '.join(push)} (values on stdin, staged)")
             runner.run(fly.secrets_import(app, encode_for_import(values), stage=True))
-            result.pushed[app] = push
+            with mutex:
+                result.pushed[app] = push
             if not runner.dry:
                 digests = {s["name"]: s.get("digest", "") for s in runner.json(fly.secrets_list(app)) or []}
-                for n in push:
-                    if n not in digests:
-                        raise OpsError(f"{app}: {n} is not listed on Fly after `fly secrets import`")
-                    plan.lock.record(app, n, fingerprint(n, values[n]), digests[n])
-                plan.lock.save()
+                with mutex:
+                    for n in push:
+                        if n not in digests:
+                            raise OpsError(f"{app}: {n} is not listed on Fly after `fly secrets import`")
+                        plan.lock.record(app, n, fingerprint(n, values[n]), digests[n])
+                    plan.lock.save()
         gone = [r.name for r in rows if r.status == "remove"]
         if prune and gone:
             on_step(f"{app}: unset {', '.join(gone)} (staged)")
             runner.run(fly.secrets_unset(app, gone, stage=True))
-            result.pruned[app] = gone
-            if not runner.dry:
-                for n in gone:
-                    plan.lock.forget(app, n)
-                plan.lock.save()
+            with mutex:
+                result.pruned[app] = gone
+                if not runner.dry:
+                    for n in gone:
+                        plan.lock.forget(app, n)
+                    plan.lock.save()
+
+    parallel({app: (lambda app=app, rows=rows: one(app, rows)) for app, rows in plan.by_app().items()}, workers)
     if restart:
-        for app in restart_needed(plan, runner, result):
-            on_step(f"{app}: restart with the new secrets (fly secrets deploy)")
-            runner.run(fly.secrets_deploy(app))
-            result.restarted.append(app)
+        apps = restart_needed(plan, runner, result)
+        parallel({app: (lambda app=app: _restart(runner, app, on_step)) for app in apps}, workers)
+        result.restarted = apps
     return result
+
+
+def _restart(runner: FlyRunner, app: str, on_step: Callable[[str], None]) -> None:
+    on_step(f"{app}: restart with the new secrets (fly secrets deploy)")
+    runner.run(fly.secrets_deploy(app))
 
 
 def restart_needed(plan: SecretsPlan, runner: FlyRunner, result: SyncResult) -> list[str]:

@@ -72,3 +72,21 @@ def volumes(ctx, env, store=None, region=None, yes=False, json=False, verbose=Fa
             + "; ".join(f"{s.app} {s.region} {s.detail()}" for s in after)
         )
     runner.echo(f"volumes converged: {len(todo)} change(s) applied")
+
+
+@task(help={"env": "environment (fly/<env>.toml)", "check": "only report stale or missing files (exit 7), write nothing"})
+def render(ctx, env, check=False):
+    """Write keydb/<env>/<store>/ (Dockerfile, store.conf, start.sh, ...) for every store."""
+    from flyops.errors import ChangesPending
+    from flyops.stores import stale_store_dirs, write_store_dirs
+
+    stack = stack_for(env)
+    if check:
+        stale = stale_store_dirs(stack)
+        for path, why in stale:
+            print(f"{path.relative_to(stack.root)}: {why}")
+        if stale:
+            raise ChangesPending(f"{len(stale)} store build file(s) differ", fix=f"inv keydb.render --env {stack.env}")
+        return
+    for path in write_store_dirs(stack):
+        print(f"wrote {path.relative_to(stack.root)}")
