@@ -4,7 +4,7 @@
 # Environment (set by `fly machine run --env`, see flyops/db/schedule.py):
 #   FLYOPS_ENV      which environment (fly/<env>.toml) to back up        (required)
 #   IF_OLDER_THAN   skip the backup when the last good one is younger     (default 20h)
-#   PRUNE           1 = run `inv db.prune --confirm` after the backup     (default 1)
+#   PRUNE           1 = run `inv db.prune --yes` after the backup     (default 1)
 # Secrets (Fly app secrets, `fly secrets import`; names in schedule.RUNNER_SECRET_KEYS):
 #   DATABASE_URL RESTIC_REPOSITORY RESTIC_PASSWORD AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY ...
 #
@@ -38,11 +38,11 @@ unset value
 
 echo "backup-runner: env=${FLYOPS_ENV} if-older-than=${IF_OLDER_THAN} prune=${PRUNE} pg_dump=$(pg_dump --version) restic=$(restic version | cut -d' ' -f2)"
 status=0
-inv db.backup --env "$FLYOPS_ENV" --if-older-than "$IF_OLDER_THAN" || status=$?
+inv db.backup --env "$FLYOPS_ENV" --kind scheduled --if-older-than "$IF_OLDER_THAN" || status=$?
 if [ "$status" -ne 0 ]; then
     echo "backup-runner: db.backup failed with exit code $status; not pruning" >&2
     exit "$status"
 fi
 if [ "$PRUNE" = 1 ]; then
-    inv db.prune --env "$FLYOPS_ENV" --confirm
+    inv db.prune --env "$FLYOPS_ENV" --yes
 fi

@@ -61,6 +61,8 @@ from flyops.errors import (
     TargetMissed,
     VerificationFailed,
 )
+from flyops.flyctl import commands as fly
+from flyops.flyctl.commands import Call
 from flyops.hosts import RunResult, prepare
 from flyops.secret import Secret, redact
 
@@ -227,7 +229,7 @@ class LocalTarget:
                           + " && " + shlex.join(["rm", "-rf", str(c.dir)])}
 
 
-# Fly target: argv builders (words after `fly`, like flyctl.commands.Call.args) ----------------
+# Fly target ---------------------------------------------------------------------------------
 
 
 def fly_drill_app_name(project: str, env: str, now: datetime | None = None) -> str:
@@ -235,26 +237,6 @@ def fly_drill_app_name(project: str, env: str, now: datetime | None = None) -> s
     now = now or datetime.now(UTC)
     name = f"{project}-drill-{env}-{now.strftime('%y%m%d%H%M')}".lower()
     return re.sub(r"[^a-z0-9-]", "-", name)[:63].strip("-")
-
-
-def fly_postgres_create_argv(name: str, *, org: str, region: str, vm_size: str = "shared-cpu-1x",
-                             volume_size_gb: int = 1, image_ref: str | None = None) -> list[str]:
-    """Non-interactive: cluster size + VM size + volume size skip the configuration picker (§9).
-    No --password: flyctl generates one and prints it; it never goes into argv."""
-    argv = ["postgres", "create", "--name", name, "--org", org, "--region", region,
-            "--initial-cluster-size", "1", "--vm-size", vm_size, "--volume-size", str(volume_size_gb)]
-    if image_ref:
-        argv += ["--image-ref", image_ref]
-    return argv
-
-
-def fly_proxy_argv(name: str, local_port: int, remote_port: int = 5432) -> list[str]:
-    """Tunnel to the drill cluster; ready when stdout says `Proxying localhost:<port> ...` (§7)."""
-    return ["proxy", f"{local_port}:{remote_port}", "--app", name, "--quiet"]
-
-
-def fly_apps_destroy_argv(name: str) -> list[str]:
-    return ["apps", "destroy", name, "--yes"]
 
 
 _PASSWORD_LINE = re.compile(r"^\s*Password:\s*(\S+)\s*$", re.MULTILINE)
@@ -269,14 +251,14 @@ def parse_postgres_create_password(output: str) -> Secret:
     return Secret(m.group(1))
 
 
-FlyRun = Callable[[list[str]], str]  # run a flyctl call (words after `fly`), return stdout; raise OpsError
+FlyRun = Callable[[Call], str]  # run a flyctl call through the one runner, return stdout; raise OpsError
 
 
 class FlyProxy(Protocol):
     def stop(self) -> None: ...
 
 
-FlySpawn = Callable[[list[str]], FlyProxy]  # start `fly proxy ...`, return once it is ready
+FlySpawn = Callable[[Call], FlyProxy]  # start `fly proxy ...` (FlyRunner.start_proxy), return once ready
 
 
 class FlyTarget:
@@ -302,11 +284,11 @@ class FlyTarget:
         from flyops.db.scratch import free_port
 
         self.created = True  # from the first call on, teardown destroys the app (a no-op if absent)
-        out = self.run(fly_postgres_create_argv(self.app, org=self.org, region=self.region, vm_size=self.vm_size,
-                                                volume_size_gb=self.volume_size_gb, image_ref=self.image_ref))
+        out = self.run(fly.postgres_create(self.app, self.org, self.region, cluster_size=1, vm_size=self.vm_size,
+                                           volume_size_gb=self.volume_size_gb, image_ref=self.image_ref))
         self._password = parse_postgres_create_password(out)
         self.port = free_port()
-        self.proxy = self.spawn(fly_proxy_argv(self.app, self.port))
+        self.proxy = self.spawn(fly.proxy(self.app, self.port, 5432))
         return {"target": f"Fly Postgres app {self.app} ({self.region}) via fly proxy on 127.0.0.1:{self.port}",
                 "app": self.app, "region": self.region, "port": self.port}
 
@@ -323,35 +305,11 @@ class FlyTarget:
                 self.proxy = None
         finally:
             if self.created:
-                self.run(fly_apps_destroy_argv(self.app))
+                self.run(fly.apps_destroy(self.app))
                 self.created = False
 
     def kept(self) -> dict:
-        return {"app": self.app, "remove": shlex.join(["fly", *fly_apps_destroy_argv(self.app)])} if self.created else {}
-
-
-def spawn_fly_proxy(argv: list[str], *, fly: str = "fly", timeout: float = 60.0) -> FlyProxy:
-    """Default FlySpawn: `fly proxy` in the background through `sh`, ready on its stdout line."""
-    ready = threading.Event()
-    lines: list[str] = []
-
-    def on_out(line: str) -> None:
-        lines.append(line)
-        if "Proxying localhost:" in line:
-            ready.set()
-
-    proc = sh.Command(fly)(*argv, _bg=True, _bg_exc=False, _out=on_out, _err_to_out=True, _new_session=True)
-    deadline = time.monotonic() + timeout
-    while not ready.wait(0.1):
-        if not proc.is_alive() or time.monotonic() > deadline:
-            _kill_group(proc.pid)
-            raise OpsError(f"fly {' '.join(argv[:2])} did not become ready: {' '.join(lines[-5:])[-500:]}")
-
-    class _Proxy:
-        def stop(self) -> None:
-            _kill_group(proc.pid)
-
-    return _Proxy()
+        return {"app": self.app, "remove": shlex.join(["fly", *fly.apps_destroy(self.app).args])} if self.created else {}
 
 
 # -- the drill ---------------------------------------------------------------------------------

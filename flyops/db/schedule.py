@@ -10,7 +10,7 @@ The jobs, all in UTC:
 * backup, hourly: `inv db.backup --env E --if-older-than 20h`. The task itself skips when
   the last *successful* backup is younger than the window, so an hourly trigger heals a
   missed night without taking 24 backups a day (postgres-flex's "due since last success").
-* prune, daily: `inv db.prune --env E --confirm` (prune is a dry run without `--confirm`).
+* prune, daily: `inv db.prune --env E --yes` (prune is a dry run without `--yes`).
 * drill, weekly: `inv dr.drill --env E`.
 
 No `flock` around the commands: the tasks take their own locks (advisory lock + restic
@@ -24,11 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flyops.errors import BadInput
+from flyops.flyctl import commands as fly
+from flyops.flyctl.commands import Call
+from flyops.secret import Secret
 
-#: `--schedule` values `fly machine run` accepts (flyctl.md §14: no cron syntax).
-FLY_SCHEDULES = ("hourly", "daily", "weekly", "monthly")
-#: `--restart` values `fly machine run` accepts.
-FLY_RESTART_POLICIES = ("no", "always", "on-failure")
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
@@ -98,9 +97,9 @@ class Schedule:
         if self.jobs_override:
             return self.jobs_override
         return (
-            Job("backup", ("db.backup", "--env", self.env, "--if-older-than", self.if_older_than),
+            Job("backup", ("db.backup", "--env", self.env, "--kind", "scheduled", "--if-older-than", self.if_older_than),
                 minute=self.backup_minute),
-            Job("prune", ("db.prune", "--env", self.env, "--confirm"),
+            Job("prune", ("db.prune", "--env", self.env, "--yes"),
                 minute=self.prune_at[1], hour=self.prune_at[0]),
             Job("drill", ("dr.drill", "--env", self.env),
                 minute=self.drill_at[2], hour=self.drill_at[1], weekday=self.drill_at[0]),
@@ -220,18 +219,7 @@ def runner_app_name(env: str, prefix: str = "flyops-backup") -> str:
     return f"{prefix}-{env}"
 
 
-def apps_create_argv(app: str, org: str) -> list[str]:
-    """`fly machine run` cannot create an app non-interactively (it has no --yes): create it first."""
-    return ["apps", "create", app, "--org", org]
-
-
-def secrets_import_argv(app: str) -> list[str]:
-    """NAME=VALUE lines for `runner_secret_keys()` go on stdin. `--stage`: the machine created
-    afterwards picks them up; there is nothing to restart yet."""
-    return ["secrets", "import", "--app", app, "--stage"]
-
-
-def fly_machine_run_argv(
+def machine_run_call(
     image: str,
     *,
     app: str,
@@ -243,58 +231,38 @@ def fly_machine_run_argv(
     name: str | None = None,
     vm_memory: str = "512",
     vm_size: str | None = None,
-) -> list[str]:
+) -> Call:
     """`fly machine run IMAGE --app A --region R --schedule daily ...` for the backup runner.
 
     The image's entrypoint runs `inv db.backup --env $FLYOPS_ENV --if-older-than $IF_OLDER_THAN`
     and then the prune; no command is passed, so no `--` is needed. `--restart on-failure` is
     what flyctl defaults to with `--schedule`, written out so `fly m status -d` matches the plan.
-    Secrets are not passed here: they are app secrets (`secrets_import_argv`).
+    Secrets are not passed here: they are app secrets (imported on stdin first).
     """
-    if schedule not in FLY_SCHEDULES:
-        raise BadInput(f"schedule {schedule!r} is not one fly machine run accepts",
-                       fix="use one of: " + ", ".join(FLY_SCHEDULES) + " (no cron syntax)")
-    if restart is not None and restart not in FLY_RESTART_POLICIES:
-        raise BadInput(f"restart policy {restart!r} is not one fly machine run accepts",
-                       fix="use one of: " + ", ".join(FLY_RESTART_POLICIES))
-    if not image or image.startswith((".", "/")):
-        # flyctl treats ./ and / as "build from the current directory"
-        raise BadInput(f"backup-runner image {image!r} must be a registry reference, e.g. registry.fly.io/APP:TAG")
-    argv = [
-        "machine", "run", image,
-        "--app", app,
-        "--region", region,
-        "--name", name or f"backup-runner-{env}",
-        "--schedule", schedule,
-    ]
-    if restart is not None:
-        argv += ["--restart", restart]
-    if vm_size:
-        argv += ["--vm-size", vm_size]
-    argv += [
-        "--vm-memory", vm_memory,
-        "--env", f"FLYOPS_ENV={env}",
-        "--env", f"IF_OLDER_THAN={if_older_than}",
-        "--metadata", "flyops_role=backup-runner",
-    ]
-    return argv
+    return fly.machine_run(
+        image, app=app, region=region, name=name or f"backup-runner-{env}", schedule=schedule, restart=restart,
+        vm_size=vm_size, vm_memory=vm_memory,
+        env={"FLYOPS_ENV": env, "IF_OLDER_THAN": if_older_than},
+        metadata={"flyops_role": "backup-runner"},
+    )
 
 
 def fly_runner_calls(image: str, *, org: str, region: str, env: str, app: str | None = None,
                      available_keys: set[str] | None = None, schedule: str = "daily",
-                     if_older_than: str = "20h") -> list[dict]:
-    """The ordered plan for `inv schedule.fly`: [{step, argv, stdin_keys}].
+                     if_older_than: str = "20h", payload: Secret | None = None) -> list[dict]:
+    """The ordered plan for `inv schedule.fly`: [{step, call, stdin_keys}].
 
-    `stdin_keys` names the secrets the runner must feed on stdin for that step (values come
-    from the environment file at the last moment, through the one flyctl runner).
+    `stdin_keys` names the secrets the secrets step carries; `payload` is their encoded
+    NAME=VALUE text (built by the task from the env file at the last moment), fed on stdin.
+    `--stage`: the machine created afterwards picks them up; there is nothing to restart yet.
     """
     app = app or runner_app_name(env)
     return [
-        {"step": "create the runner app", "argv": apps_create_argv(app, org), "stdin_keys": []},
-        {"step": "give it the backup secrets", "argv": secrets_import_argv(app),
+        {"step": "create the runner app", "call": fly.apps_create(app, org), "stdin_keys": []},
+        {"step": "give it the backup secrets", "call": fly.secrets_import(app, payload or Secret(""), stage=True),
          "stdin_keys": runner_secret_keys(available_keys)},
         {"step": "start the scheduled machine",
-         "argv": fly_machine_run_argv(image, app=app, region=region, env=env, schedule=schedule,
-                                      if_older_than=if_older_than),
+         "call": machine_run_call(image, app=app, region=region, env=env, schedule=schedule,
+                                  if_older_than=if_older_than),
          "stdin_keys": []},
     ]

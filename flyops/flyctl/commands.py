@@ -150,18 +150,73 @@ def postgres_list() -> Call:
 
 
 def postgres_create(
-    name: str, org: str, region: str, *, cluster_size: int, vm_size: str, volume_size_gb: int
+    name: str, org: str, region: str, *, cluster_size: int, vm_size: str, volume_size_gb: int,
+    image_ref: str | None = None,
 ) -> Call:
-    """Non-interactive: all three of size, VM and volume skip the configuration picker (§9)."""
-    return _write(
+    """Non-interactive: all three of size, VM and volume skip the configuration picker (§9).
+    No --password: flyctl generates one and prints it; a password never goes into argv."""
+    args = [
         "postgres", "create", "--name", name, "--org", org, "--region", region,
         "--initial-cluster-size", str(cluster_size), "--vm-size", vm_size,
         "--volume-size", str(volume_size_gb),
-    )
+    ]
+    if image_ref:
+        args += ["--image-ref", image_ref]
+    return _write(*args)
 
 
 def postgres_attach(pg_app: str, app: str, database_name: str) -> Call:
     return _write("postgres", "attach", pg_app, "--app", app, "--database-name", database_name, "--yes")
+
+
+# --- machines --------------------------------------------------------------------------
+
+#: `--schedule` values `fly machine run` accepts (flyctl.md §14: no cron syntax).
+MACHINE_SCHEDULES = ("hourly", "daily", "weekly", "monthly")
+#: `--restart` values `fly machine run` accepts.
+MACHINE_RESTART_POLICIES = ("no", "always", "on-failure")
+
+
+def machine_run(
+    image: str,
+    *,
+    app: str,
+    region: str,
+    name: str,
+    schedule: str | None = None,
+    restart: str | None = None,
+    env: dict[str, str] | None = None,
+    metadata: dict[str, str] | None = None,
+    vm_size: str | None = None,
+    vm_memory: str | None = None,
+) -> Call:
+    """`fly machine run IMAGE --app A ...` (§14). It has no --yes and cannot create an app
+    non-interactively, so the app must exist first. `env` values are plain configuration,
+    never secrets (those are app secrets, set with secrets_import)."""
+    from flyops.errors import BadInput
+
+    if schedule is not None and schedule not in MACHINE_SCHEDULES:
+        raise BadInput(f"schedule {schedule!r} is not one `fly machine run` accepts",
+                       fix="use one of: " + ", ".join(MACHINE_SCHEDULES) + " (no cron syntax)")
+    if restart is not None and restart not in MACHINE_RESTART_POLICIES:
+        raise BadInput(f"restart policy {restart!r} is not one `fly machine run` accepts",
+                       fix="use one of: " + ", ".join(MACHINE_RESTART_POLICIES))
+    if not image or image.startswith((".", "/")):  # flyctl would build from the working directory
+        raise BadInput(f"image {image!r} must be a registry reference, e.g. registry.fly.io/APP:TAG")
+    args = ["machine", "run", image, "--app", app, "--region", region, "--name", name]
+    if schedule:
+        args += ["--schedule", schedule]
+    if restart:
+        args += ["--restart", restart]
+    if vm_size:
+        args += ["--vm-size", vm_size]
+    if vm_memory:
+        args += ["--vm-memory", vm_memory]
+    for key, value in (env or {}).items():
+        args += ["--env", f"{key}={value}"]
+    for key, value in (metadata or {}).items():
+        args += ["--metadata", f"{key}={value}"]
+    return _write(*args)
 
 
 # --- access ----------------------------------------------------------------------------

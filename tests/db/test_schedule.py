@@ -16,15 +16,14 @@ from flyops.db.schedule import (
     RUNNER_SECRET_KEYS,
     Job,
     Schedule,
-    apps_create_argv,
     crontab_lines,
-    fly_machine_run_argv,
     fly_runner_calls,
+    machine_run_call,
     runner_secret_keys,
-    secrets_import_argv,
     systemd_units,
 )
 from flyops.errors import BadInput
+from flyops.secret import Secret
 
 ROOT = Path(__file__).resolve().parents[2]
 FLAGS = json.loads((ROOT / "tests" / "fakefly" / "flags.json").read_text())
@@ -63,7 +62,7 @@ def test_crontab_has_three_jobs_with_five_valid_fields_and_absolute_paths():
     assert backup.split()[:5] == ["17", "*", "*", "*", "*"]  # hourly
     assert "--if-older-than 20h" in backup and "db.backup --env production" in backup
     assert prune.split()[:5] == ["41", "3", "*", "*", "*"]  # daily
-    assert "db.prune --env production --confirm" in prune
+    assert "db.prune --env production --yes" in prune
     assert drill.split()[:5] == ["23", "4", "*", "*", "0"]  # weekly, Sunday
     assert "dr.drill --env production" in drill
 
@@ -140,12 +139,16 @@ def test_custom_jobs_replace_the_defaults():
 # -- fly machine run ---------------------------------------------------------------------------
 
 
+def _machine_run_argv(*args, **kwargs) -> list[str]:
+    return list(machine_run_call(*args, **kwargs).args)
+
+
 def _flags_of(argv: list[str], n_words: int) -> list[str]:
     return [a.split("=", 1)[0] for a in argv[n_words:] if a.startswith("-")]
 
 
 def test_machine_run_argv_is_exact_and_uses_only_known_flags():
-    argv = fly_machine_run_argv("registry.fly.io/flyops-backup-production:pg16", app="flyops-backup-production",
+    argv = _machine_run_argv("registry.fly.io/flyops-backup-production:pg16", app="flyops-backup-production",
                                 region="fra", env="production")
     assert argv == [
         "machine", "run", "registry.fly.io/flyops-backup-production:pg16",
@@ -172,7 +175,7 @@ def test_machine_run_argv_is_exact_and_uses_only_known_flags():
 def test_every_schedule_value_and_vm_size_stay_within_the_flag_table():
     spec = FLAGS["machine run"]
     for value in spec["allowed_values"]["--schedule"]:
-        argv = fly_machine_run_argv("img:1", app="a", region="fra", env="staging", schedule=value,
+        argv = _machine_run_argv("img:1", app="a", region="fra", env="staging", schedule=value,
                                     vm_size="shared-cpu-1x", restart=None)
         assert set(_flags_of(argv, 3)) <= set(spec["flags"])
         assert "--restart" not in argv
@@ -180,25 +183,24 @@ def test_every_schedule_value_and_vm_size_stay_within_the_flag_table():
 
 def test_machine_run_refuses_what_flyctl_would_not_take():
     with pytest.raises(BadInput, match="no cron syntax"):
-        fly_machine_run_argv("img:1", app="a", region="fra", env="p", schedule="0 3 * * *")
+        _machine_run_argv("img:1", app="a", region="fra", env="p", schedule="0 3 * * *")
     with pytest.raises(BadInput, match="restart policy"):
-        fly_machine_run_argv("img:1", app="a", region="fra", env="p", restart="sometimes")
+        _machine_run_argv("img:1", app="a", region="fra", env="p", restart="sometimes")
     with pytest.raises(BadInput, match="registry reference"):
-        fly_machine_run_argv("./backup-runner", app="a", region="fra", env="p")
+        _machine_run_argv("./backup-runner", app="a", region="fra", env="p")
 
 
 def test_runner_app_is_created_first_and_gets_secret_names_only():
-    assert apps_create_argv("flyops-backup-production", "acme") == [
-        "apps", "create", "flyops-backup-production", "--org", "acme"]
-    assert set(_flags_of(apps_create_argv("x", "o"), 2)) <= set(FLAGS["apps create"]["flags"])
-    assert set(_flags_of(secrets_import_argv("x"), 2)) <= set(FLAGS["secrets import"]["flags"])
     calls = fly_runner_calls("img:1", org="acme", region="fra", env="production",
-                             available_keys={"HEARTBEAT_URL", "UNRELATED"})
-    assert [c["argv"][:2] for c in calls] == [["apps", "create"], ["secrets", "import"], ["machine", "run"]]
+                             available_keys={"HEARTBEAT_URL", "UNRELATED"}, payload=Secret("RESTIC_PASSWORD=x\n"))
+    assert [list(c["call"].args[:2]) for c in calls] == [["apps", "create"], ["secrets", "import"], ["machine", "run"]]
+    assert calls[0]["call"].args == ("apps", "create", "flyops-backup-production", "--org", "acme", "--json")
+    assert calls[1]["call"].args == ("secrets", "import", "--app", "flyops-backup-production", "--stage")
+    assert calls[1]["call"].stdin.reveal() == "RESTIC_PASSWORD=x\n"
     assert calls[1]["stdin_keys"] == [*RUNNER_SECRET_KEYS, "HEARTBEAT_URL"]
     assert runner_secret_keys() == list(RUNNER_SECRET_KEYS)
     for c in calls:  # names never carry values
-        assert not any("=" in a and a.split("=", 1)[0] in RUNNER_SECRET_KEYS for a in c["argv"])
+        assert not any("=" in a and a.split("=", 1)[0] in RUNNER_SECRET_KEYS for a in c["call"].args)
 
 
 # -- backup-runner image ----------------------------------------------------------------------
@@ -247,8 +249,8 @@ def test_dockerfile_stages_and_what_the_runner_relies_on():
 def test_entrypoint_runs_backup_then_prune_and_never_echoes_values():
     script = (DOCKERFILE.parent / "entrypoint.sh").read_text()
     subprocess.run(["sh", "-n", str(DOCKERFILE.parent / "entrypoint.sh")], check=True)
-    backup = script.index('inv db.backup --env "$FLYOPS_ENV" --if-older-than "$IF_OLDER_THAN"')
-    prune = script.index('inv db.prune --env "$FLYOPS_ENV" --confirm')
+    backup = script.index('inv db.backup --env "$FLYOPS_ENV" --kind scheduled --if-older-than "$IF_OLDER_THAN"')
+    prune = script.index('inv db.prune --env "$FLYOPS_ENV" --yes')
     assert backup < prune
     for key in RUNNER_SECRET_KEYS:
         assert key in script
