@@ -9,6 +9,7 @@ from flyops.tasks import up
 from flyops.tasks.plan import plan_task
 from flyops.tasks import deploy as deploy_tasks
 from flyops.tasks import lock as lock_tasks
+from flyops.tasks import ci as ci_tasks
 
 ns = Collection()
 ns.add_task(plan_task, name="plan")
@@ -20,3 +21,4 @@ for _t in (deploy_tasks.deploy, deploy_tasks.rollback, deploy_tasks.status_task,
     ns.add_task(_t)
 ns.add_collection(Collection.from_module(lock_tasks), name="lock")
 ns.add_task(up.up, name="up")
+ns.add_collection(Collection.from_module(ci_tasks), name="ci")

@@ -1,0 +1,42 @@
+"""ci.*: GitHub Actions workflows for the Rails app's repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flyops.ci import default_out_dir, parse_deploys, workflows as build_workflows
+from flyops.present import console
+from flyops.tasks.base import root, task
+
+
+@task(
+    help={
+        "ops_repo": "OWNER/NAME of this repository, when it is not the app's own (CI checks both out)",
+        "deploys": "BRANCH:ENV pairs (default: staging:staging,main:production)",
+        "backup_env": "environment whose backup runs hourly (default: production; '' for none)",
+        "out": "folder to write to (default: <project.source>/.github/workflows)",
+        "check": "write nothing; exit 7 when the files on disk differ",
+    },
+)
+def workflows(ctx, ops_repo=None, deploys=None, backup_env="production", out=None, check=False):
+    """Write deploy-on-push and hourly-backup GitHub Actions workflows that call these tasks."""
+    from flyops.errors import ChangesPending
+
+    pairs = parse_deploys(deploys)
+    files = build_workflows(root(), ops_repo=ops_repo, deploys=pairs, backup_env=backup_env)
+    folder = Path(out) if out else default_out_dir(root(), pairs[0][1])
+    stale = []
+    for name, text in files.items():
+        path = folder / name
+        old = path.read_text(encoding="utf-8") if path.exists() else None
+        if old == text:
+            console().print(f"{path}: unchanged")
+            continue
+        stale.append(str(path))
+        if not check:
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            console().print(f"{path}: {'written' if old is None else 'updated'}")
+    if check and stale:
+        raise ChangesPending(f"workflows differ from what the stack generates: {', '.join(stale)}",
+                             fix="inv ci.workflows, then commit them in the app's repository")
