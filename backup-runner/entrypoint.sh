@@ -26,7 +26,7 @@ trap 'exit 130' INT TERM
 umask 077
 : > "$envfile"
 for key in DATABASE_URL RESTIC_REPOSITORY RESTIC_PASSWORD AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY \
-           AWS_DEFAULT_REGION AWS_ENDPOINT_URL_S3 HEARTBEAT_URL; do
+           AWS_DEFAULT_REGION AWS_ENDPOINT_URL_S3 BACKUP_HEARTBEAT_URL BACKUP_FAILURE_WEBHOOK_URL; do
     eval "value=\${$key-}"
     if [ -n "$value" ]; then
         # single-quoted dotenv value; a ' inside is written as '\'' is not dotenv, so refuse it
@@ -38,7 +38,7 @@ unset value
 
 echo "backup-runner: env=${FLYOPS_ENV} if-older-than=${IF_OLDER_THAN} prune=${PRUNE} pg_dump=$(pg_dump --version) restic=$(restic version | cut -d' ' -f2)"
 status=0
-inv db.backup --env "$FLYOPS_ENV" --kind scheduled --if-older-than "$IF_OLDER_THAN" || status=$?
+inv db.backup --env "$FLYOPS_ENV" --kind scheduled --direct --if-older-than "$IF_OLDER_THAN" || status=$?
 if [ "$status" -ne 0 ]; then
     echo "backup-runner: db.backup failed with exit code $status; not pruning" >&2
     exit "$status"

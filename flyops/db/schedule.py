@@ -203,7 +203,9 @@ RUNNER_SECRET_KEYS: tuple[str, ...] = (
     "AWS_SECRET_ACCESS_KEY",
 )
 #: Optional keys: forwarded when the environment file has them.
-RUNNER_OPTIONAL_SECRET_KEYS: tuple[str, ...] = ("AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3", "HEARTBEAT_URL")
+RUNNER_OPTIONAL_SECRET_KEYS: tuple[str, ...] = (
+    "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3", "BACKUP_HEARTBEAT_URL", "BACKUP_FAILURE_WEBHOOK_URL",
+)
 
 
 def runner_secret_keys(available: set[str] | frozenset[str] | None = None) -> list[str]:

@@ -53,9 +53,12 @@ def database_url(stack: Stack, envfile: EnvFile, runner: FlyRunner | None, *, di
     source = "url": DATABASE_URL from the env file.
     source = "fly": `fly proxy <free port>:5432 -a <db app>` until the block ends, then
     postgresql://postgres:<POSTGRES_PASSWORD>@127.0.0.1:<port>/<database.name>. With
-    `direct` (inside Fly's private network, e.g. the scheduled backup machine) the cluster's
-    `<db app>.internal` is used instead, without a proxy.
+    `direct` (inside Fly's private network, e.g. the scheduled backup machine) no proxy is
+    opened: DATABASE_URL from the env file if it has one, else the cluster's `<db app>.internal`.
     """
+    if direct and envfile.get("DATABASE_URL"):
+        yield envfile.get("DATABASE_URL")
+        return
     if stack.database.source == "url":
         yield envfile.require(["DATABASE_URL"], why="(database.source = \"url\")")["DATABASE_URL"]
         return

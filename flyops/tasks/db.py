@@ -47,9 +47,10 @@ def progress(what: str, quiet: bool) -> Iterator[None]:
         "json": "print one JSON object (the manifest, or why it was skipped) and nothing else",
         "on": ON_HELP,
         "ssh_key": "private key file for --on",
+        "direct": "connect straight to the database (inside Fly's private network) instead of through fly proxy",
     }
 )
-def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, on=None, ssh_key=None):
+def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, on=None, ssh_key=None, direct=False):
     """Back up the environment's Postgres (pg_dump -Fc -Z0 into restic) with a verified manifest."""
     from flyops.db import backup as core
     from flyops.db import settings as from_stack
@@ -66,8 +67,8 @@ def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, o
         msg = f"skipped: the newest backup of {stack.env} is {format_duration(age or 0)} old (< {if_older_than})"
         print_json({"skipped": True, "reason": msg, "env": stack.env}) if json else console(stderr=True).print(msg)
         return
-    runner = runner_for(ctx) if stack.database.source == "fly" else None
-    with from_stack.database_url(stack, envfile, runner) as url, progress(f"backing up {stack.env}", json):
+    runner = runner_for(ctx) if stack.database.source == "fly" and not direct else None
+    with from_stack.database_url(stack, envfile, runner, direct=direct) as url, progress(f"backing up {stack.env}", json):
         manifest = core.backup(
             from_stack.backup_source(stack, url), repo, host=host, kind=kind, reason=reason,
             notify=from_stack.notify(envfile),

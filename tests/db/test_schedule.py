@@ -192,12 +192,12 @@ def test_machine_run_refuses_what_flyctl_would_not_take():
 
 def test_runner_app_is_created_first_and_gets_secret_names_only():
     calls = fly_runner_calls("img:1", org="acme", region="fra", env="production",
-                             available_keys={"HEARTBEAT_URL", "UNRELATED"}, payload=Secret("RESTIC_PASSWORD=x\n"))
+                             available_keys={"BACKUP_HEARTBEAT_URL", "UNRELATED"}, payload=Secret("RESTIC_PASSWORD=x\n"))
     assert [list(c["call"].args[:2]) for c in calls] == [["apps", "create"], ["secrets", "import"], ["machine", "run"]]
     assert calls[0]["call"].args == ("apps", "create", "flyops-backup-production", "--org", "acme", "--json")
     assert calls[1]["call"].args == ("secrets", "import", "--app", "flyops-backup-production", "--stage")
     assert calls[1]["call"].stdin.reveal() == "RESTIC_PASSWORD=x\n"
-    assert calls[1]["stdin_keys"] == [*RUNNER_SECRET_KEYS, "HEARTBEAT_URL"]
+    assert calls[1]["stdin_keys"] == [*RUNNER_SECRET_KEYS, "BACKUP_HEARTBEAT_URL"]
     assert runner_secret_keys() == list(RUNNER_SECRET_KEYS)
     for c in calls:  # names never carry values
         assert not any("=" in a and a.split("=", 1)[0] in RUNNER_SECRET_KEYS for a in c["call"].args)
@@ -249,7 +249,7 @@ def test_dockerfile_stages_and_what_the_runner_relies_on():
 def test_entrypoint_runs_backup_then_prune_and_never_echoes_values():
     script = (DOCKERFILE.parent / "entrypoint.sh").read_text()
     subprocess.run(["sh", "-n", str(DOCKERFILE.parent / "entrypoint.sh")], check=True)
-    backup = script.index('inv db.backup --env "$FLYOPS_ENV" --kind scheduled --if-older-than "$IF_OLDER_THAN"')
+    backup = script.index('inv db.backup --env "$FLYOPS_ENV" --kind scheduled --direct --if-older-than "$IF_OLDER_THAN"')
     prune = script.index('inv db.prune --env "$FLYOPS_ENV" --yes')
     assert backup < prune
     for key in RUNNER_SECRET_KEYS:
