@@ -20,6 +20,7 @@ from pathlib import Path
 from string import Template
 
 from flyops.render import store_build_dir
+from flyops.secret import Secret
 from flyops.stack import Stack, Store
 from flyops.units import parse_size
 
@@ -137,3 +138,126 @@ def stale_store_dirs(stack: Stack) -> list[tuple[Path, str]]:
             if extra not in wanted:
                 out.append((extra, "not part of the stack any more (delete it)"))
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# Health: a tiny RESP client (AUTH, PING, INFO) and what `keydb.status` reports per node
+
+
+class RespError(Exception):
+    pass
+
+
+class Resp:
+    """Just enough RESP2 for AUTH / PING / INFO over a plain socket. Values go in the
+    protocol stream, never in argv or messages."""
+
+    def __init__(self, host: str, port: int, timeout: float = 5.0):
+        import socket
+
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Resp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, *args: str | Secret) -> object:
+        parts = [a.reveal() if isinstance(a, Secret) else a for a in args]
+        out = f"*{len(parts)}\r\n".encode()
+        for p in parts:
+            b = p.encode()
+            out += b"$" + str(len(b)).encode() + b"\r\n" + b + b"\r\n"
+        self.sock.sendall(out)
+        return self._reply()
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise RespError("connection closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _reply(self) -> object:
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RespError(rest.decode(errors="replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            while len(self.buf) < n + 2:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise RespError("connection closed")
+                self.buf += chunk
+            data, self.buf = self.buf[:n], self.buf[n + 2:]
+            return data.decode(errors="replace")
+        if kind == b"*":
+            return [self._reply() for _ in range(int(rest))]
+        raise RespError(f"unexpected reply {line[:20]!r}")
+
+
+def parse_info(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and ":" in line:
+            k, v = line.split(":", 1)
+            out[k] = v.strip()
+    return out
+
+
+def node_status(stack: Stack, store: str, region: str, info: dict[str, str] | None, error: str | None = None) -> dict:
+    """One row of `keydb.status`: what the node says against what the stack wants."""
+    want = stack.stores[store]
+    row: dict = {"store": store, "app": stack.app_name(store), "region": region, "engine": want.engine,
+                 "ok": False, "error": error}
+    if info is None:
+        row["problems"] = [error or "unreachable"]
+        return row
+    maxmemory = int(info.get("maxmemory", "0") or 0)
+    used = int(info.get("used_memory", "0") or 0)
+    role = info.get("role", "?")
+    peers = int(info.get("connected_slaves", "0") or 0)
+    masters = sum(1 for k in info if k.startswith("master_") and k.endswith("_host")) or (1 if "master_host" in info else 0)
+    problems = []
+    if maxmemory != parse_size(want.maxmemory):
+        problems.append(f"maxmemory {maxmemory} != stack {parse_size(want.maxmemory)}")
+    if info.get("maxmemory_policy") != want.policy:
+        problems.append(f"policy {info.get('maxmemory_policy')} != stack {want.policy}")
+    if want.engine == "valkey":
+        expect = "master" if region == stack.primary_region else "slave"
+        if role != expect:
+            problems.append(f"role {role}, expected {expect} in {region}")
+    row.update(role=role, replicas=peers, masters=masters, used_memory=used, maxmemory=maxmemory,
+               used_pct=round(100 * used / maxmemory, 1) if maxmemory else None, policy=info.get("maxmemory_policy"),
+               version=info.get("redis_version"), problems=problems, ok=not problems)
+    return row
+
+
+def probe(host: str, port: int, password: Secret) -> dict[str, str]:
+    """AUTH, PING and INFO against one node; RespError/OSError on failure."""
+    with Resp(host, port) as r:
+        r.call("AUTH", password)
+        if r.call("PING") != "PONG":
+            raise RespError("PING did not answer PONG")
+        info = parse_info(str(r.call("INFO")))
+        for key in ("maxmemory", "maxmemory-policy"):  # INFO's memory section has both; CONFIG is the fallback
+            ikey = key.replace("-", "_")
+            if ikey not in info:
+                got = r.call("CONFIG", "GET", key)
+                if isinstance(got, list) and len(got) == 2:
+                    info[ikey] = str(got[1])
+        return info

@@ -90,3 +90,58 @@ def render(ctx, env, check=False):
         return
     for path in write_store_dirs(stack):
         print(f"wrote {path.relative_to(stack.root)}")
+
+
+@task(help={
+    "env": "environment (fly/<env>.toml)",
+    "store": "only this store; default: every store",
+    "json": "print the rows as JSON",
+    "verbose": "echo every flyctl call with its timing",
+})
+def status(ctx, env, store=None, json=False, verbose=False):
+    """Per store and region, through `fly proxy`: PING, role, peers, memory against maxmemory, policy vs the stack.
+
+    Exit 7 when a node is unreachable or differs from the stack.
+    """
+    from flyops.envfile import load_env
+    from flyops.errors import ChangesPending
+    from flyops.flyctl import commands as fly
+    from flyops.flyctl.runner import free_port
+    from flyops.plan import parallel
+    from flyops.stores import node_status, probe
+    from flyops.tasks.base import root
+
+    stack = stack_for(env)
+    sel = select(stack, store)
+    envfile = load_env(root(), stack.env, must_exist=True)
+    passwords = envfile.require([stack.stores[s].password_key for s in sel.stores], why="to AUTH to the stores")
+    runner = runner_for(ctx, verbose=verbose)
+    runner.add_masks(passwords.values())
+
+    def one(name: str, region: str) -> dict:
+        app = stack.app_name(name)
+        try:
+            with runner.start_proxy(fly.proxy(app, free_port(), 6379, f"{region}.{app}.internal"), timeout=30) as px:
+                info = probe("127.0.0.1", px.local_port, passwords[stack.stores[name].password_key])
+            return node_status(stack, name, region, info)
+        except (OSError, OpsError, Exception) as exc:  # noqa: BLE001 - a node's failure is a row, not a crash
+            from flyops.secret import redact
+
+            return node_status(stack, name, region, None, redact(str(exc), runner.masks)[:200])
+
+    results = parallel({(s, r): (lambda s=s, r=r: one(s, r)) for s in sel.stores for r in sel.regions})
+    rows = [results[(s, r)] for s in sel.stores for r in sel.regions]
+    if json:
+        print_json({"env": stack.env, "nodes": rows})
+    else:
+        console().print(table(
+            f"stores of {stack.env}",
+            ["store", "region", "engine", "role", "replicas", "used / max", "policy", "matches stack"],
+            [(x["store"], x["region"], x["engine"], x.get("role", "-"), x.get("replicas", "-"),
+              f"{x['used_memory']} / {x['maxmemory']} ({x['used_pct']}%)" if x.get("maxmemory") else "-",
+              x.get("policy", "-"), "yes" if x["ok"] else "; ".join(x["problems"])) for x in rows],
+        ))
+    bad = [x for x in rows if not x["ok"]]
+    if bad:
+        raise ChangesPending(f"{len(bad)} store node(s) unreachable or not as the stack says",
+                             fix=f"inv keydb.render --env {stack.env} and deploy the store apps")

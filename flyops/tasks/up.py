@@ -70,6 +70,8 @@ def up(ctx, env, yes=False, deploy=True, image=None, force=False, json=False, ve
     runner = runner_for(ctx, verbose=verbose)
     runner.echo = _one_line_at_a_time(runner.echo)  # phases run calls concurrently
     deployer = _optional("flyops.deploy") if deploy else None
+    if deploy and deployer is None:
+        runner.echo("note: flyops.deploy is not available; `up` provisions only (deploy with `fly deploy`)")
     if deployer is not None:
         stale = stale_store_dirs(stack)
         if stale:
@@ -88,6 +90,16 @@ def up(ctx, env, yes=False, deploy=True, image=None, force=False, json=False, ve
         what = f"{len(todo)} change(s)" + (f" and a first deploy of {', '.join(to_deploy)}" if to_deploy else "")
         confirm(f"Apply {what} to {stack.env}?", yes=yes)
     lock, audit = _optional("flyops.lock"), _optional("flyops.audit")
+    try:
+        _apply(stack, envfile, runner, plan, todo, to_deploy, deployer, lock, audit, image=image, force=force)
+    except OpsError as exc:
+        if exc.code != 1:
+            raise
+        raise OpsError(f"{exc.message}\n  a re-run finishes the job without creating anything twice: "
+                       f"inv up --env {stack.env}", fix=exc.fix, code=exc.code) from None
+
+
+def _apply(stack, envfile, runner, plan, todo, to_deploy, deployer, lock, audit, *, image, force):
     held = lock.deploy_lock(stack, runner, "up", f"inv up: {len(todo)} change(s)") if lock else contextlib.nullcontext()
     with held:
         if not lock:
@@ -99,8 +111,7 @@ def up(ctx, env, yes=False, deploy=True, image=None, force=False, json=False, ve
         except OpsError as exc:
             if audit and not runner.dry:
                 audit.record(stack, runner, "up", "provisioning stopped", f"failed: {exc.message}")
-            raise OpsError(f"{exc.message}\n  nothing is left half-done that a re-run cannot finish: "
-                           f"run `inv up --env {stack.env}` again", fix=exc.fix, code=exc.code) from None
+            raise
         if runner.dry:
             if deployer is not None and to_deploy:
                 runner.echo(f"[dry] then deploy {', '.join(to_deploy)}")
@@ -114,8 +125,6 @@ def up(ctx, env, yes=False, deploy=True, image=None, force=False, json=False, ve
         if audit:
             audit.record(stack, runner, "up", result.summary(), "ok")
         if deployer is None:
-            if deploy:
-                runner.echo("note: flyops.deploy is not available; deploy the apps with `fly deploy` yourself")
             return
         to_deploy = undeployed(stack, runner)
         if to_deploy:
