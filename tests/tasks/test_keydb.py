@@ -88,3 +88,54 @@ def test_fault_midway_then_rerun_converges_without_duplicates(ops):
     assert r.returncode == 0, r.stderr
     for store in PROD_STORES:
         assert sorted(v["region"] for v in live_volumes(ops, f"my-app-production-{store}")) == ["fra", "iad", "sin"]
+
+
+def test_status_through_fly_proxy_against_real_servers(ops, redis_server, tmp_path):
+    """cache in fra: a redis-server started by the rendered start.sh + store.conf (matches the
+    stack); jobs in fra: the shared test redis-server (policy/maxmemory differ -> reported)."""
+    import os
+    import shutil
+    import subprocess
+
+    from flyops.stack import load_stack
+    from tests.test_stores import _served_copy, _wait
+    from flyops.db.scratch import free_port
+
+    stack = load_stack(ops.root, "staging")
+    port = free_port()
+    folder = _served_copy(stack, "cache", tmp_path, port)
+    (folder / "keydb-multimaster.conf").write_text("# KeyDB-only part left out for redis-server\n")
+    password = "cache-pw-Yx8"
+    proc = subprocess.Popen(["sh", str(folder / "start.sh")], env={
+        "PATH": os.environ["PATH"], "STORE_ENGINE": "keydb", "STORE_CONF_DIR": str(folder),
+        "STORE_SERVER": shutil.which("redis-server"), "STORE_NO_PEERS": "1", "KEYDB_PASSWORD": password},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(port, password)
+        values = dict(__import__("tests.tasks.conftest", fromlist=["x"]).STAGING_VALUES)
+        values["JOBS_STORE_PASSWORD"] = redis_server.password.reveal()
+        path = ops.root / "env/staging.env"
+        path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        path.chmod(0o600)
+        for store in ("cache", "jobs"):
+            assert ops.fly("apps", "create", f"my-app-staging-{store}", "--org", "personal").returncode == 0
+        (ops.home / "services.json").write_text(json.dumps({
+            "my-app-staging-cache.internal:6379": f"127.0.0.1:{port}",
+            "fra.my-app-staging-jobs.internal:6379": f"127.0.0.1:{redis_server.port}",
+        }))
+        r = ops.inv("keydb.status", "--env", "staging", "--store", "cache", "--json")
+        assert r.returncode == 0, r.stderr
+        (node,) = json.loads(r.stdout)["nodes"]
+        assert node["ok"] and node["region"] == "fra" and node["role"] == "master"
+        assert node["policy"] == "allkeys-lru" and node["maxmemory"] == 200 * 1024 * 1024
+        proxies = [e["argv"] for e in ops.argv_log() if e["argv"][0] == "proxy"]
+        assert proxies and proxies[0][2] == "fra.my-app-staging-cache.internal"
+        r = ops.inv("keydb.status", "--env", "staging", "--store", "jobs")
+        assert r.returncode == 7
+        assert "policy noeviction" not in r.stdout  # policy matches (noeviction); maxmemory does not
+        assert "maxmemory 0 != stack" in r.stdout
+        for v in (password, redis_server.password.reveal()):
+            assert v not in r.stdout + r.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
