@@ -1,0 +1,62 @@
+"""The `up` planner (pure) and the Postgres password's trip to the env file."""
+
+import os
+import stat
+
+import pytest
+
+from flyops.envfile import parse_env_text
+from flyops.errors import OpsError
+from flyops.plan import Live
+from flyops.provision import parse_pg_password, plan_up, store_env_value
+from flyops.secret import Secret
+from flyops.secrets_sync import build_secrets_plan, components_for
+from flyops.stack import load_stack
+from flyops.wanted import wanted_secrets
+from flyops.envfile import EnvFile
+from tests.helpers import REPO
+from tests.tasks.conftest import STAGING_VALUES
+
+
+@pytest.fixture
+def staging():
+    return load_stack(REPO, "staging")
+
+
+def _plan(stack, live):
+    env = EnvFile(path=REPO / "env/x.env", values={k: Secret(v) for k, v in STAGING_VALUES.items()})
+    wanted = wanted_secrets(stack, env)
+    comps = components_for(stack, None)
+    return plan_up(stack, live, build_secrets_plan(stack, wanted, comps, live.apps, live.secrets))
+
+
+def test_from_nothing_everything_is_planned_in_dependency_order(staging):
+    plan = _plan(staging, Live())
+    assert plan.missing_db and plan.missing_apps == ["cable", "cache", "kredis", "jobs", "web", "worker"]
+    assert plan.attach == ["web", "worker"]
+    kinds = [r.kind for r in plan.rows]
+    assert kinds.index("database") < kinds.index("app") < kinds.index("volume") < kinds.index("attach") < kinds.index("secret")
+    assert {r.action for r in plan.rows if r.kind == "secret" and r.target != "DATABASE_URL"} == {"add"}
+
+
+def test_attached_apps_are_not_attached_again(staging):
+    apps = {staging.app_name(c): {"Name": staging.app_name(c), "Deployed": True} for c in staging.component_names()}
+    secrets = {staging.app_name("web"): [{"name": "DATABASE_URL", "digest": "d"}]}
+    plan = _plan(staging, Live(apps=apps, secrets=secrets))
+    assert not plan.missing_db and plan.missing_apps == [] and plan.attach == ["worker"]
+
+
+def test_password_is_parsed_from_create_output_and_written_0600(tmp_path):
+    out = "Postgres cluster x created\n  Username:    postgres\n  Password:    s3cr3tPW\n  Hostname:    x.internal\n"
+    pw = parse_pg_password(out)
+    assert pw.reveal() == "s3cr3tPW" and "s3cr3t" not in repr(pw)
+    with pytest.raises(OpsError, match="no `Password:` line"):
+        parse_pg_password("Postgres cluster x created\n")
+    path = tmp_path / "staging.env"
+    path.write_text("# keep me\nA=1\nPOSTGRES_PASSWORD=\nB='two'\n")
+    path.chmod(0o600)
+    store_env_value(path, "POSTGRES_PASSWORD", pw)
+    assert path.read_text() == "# keep me\nA=1\nPOSTGRES_PASSWORD=s3cr3tPW\nB='two'\n"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    store_env_value(path, "OTHER", Secret("x"))
+    assert parse_env_text(path.read_text())["OTHER"].reveal() == "x"
