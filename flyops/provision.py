@@ -227,8 +227,8 @@ def apply_up(
     if plan.missing_apps and not runner.dry:
         apps = {a["Name"]: a for a in runner.json(fly.apps_list(org)) or []}
         comps = secrets.components
-        reads = {stack.app_name(c): (lambda a=stack.app_name(c): runner.json(fly.secrets_list(a)) or [])
-                 for c in comps if stack.app_name(c) in apps}
+        names = [stack.app_name(c) for c in comps if stack.app_name(c) in apps]
+        reads = {a: (lambda a=a: runner.json(fly.secrets_list(a)) or []) for a in names}
         secrets = build_secrets_plan(stack, secrets.wanted, comps, apps, parallel(reads))
     if any(r.status in PENDING and r.status != "remove" for r in secrets.rows) or restart:
         result = sync(secrets, runner, prune=False, force=force, restart=restart, on_step=say)

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from flyops.envfile import parse_env_text
+from flyops.envfile import EnvFile, parse_env_text
 from flyops.errors import OpsError
 from flyops.plan import Live
 from flyops.provision import parse_pg_password, plan_up, store_env_value
@@ -13,7 +13,6 @@ from flyops.secret import Secret
 from flyops.secrets_sync import build_secrets_plan, components_for
 from flyops.stack import load_stack
 from flyops.wanted import wanted_secrets
-from flyops.envfile import EnvFile
 from tests.helpers import REPO
 from tests.tasks.conftest import STAGING_VALUES
 

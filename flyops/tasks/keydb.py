@@ -68,7 +68,7 @@ def volumes(ctx, env, store=None, region=None, yes=False, json=False, verbose=Fa
     after = [s for s in plan_store_volumes(stack, read_store_volumes(stack, runner, sel), sel) if s.mutating]
     if after:
         raise OpsError(
-            f"volumes still differ from the stack after applying: "
+            "volumes still differ from the stack after applying: "
             + "; ".join(f"{s.app} {s.region} {s.detail()}" for s in after)
         )
     runner.echo(f"volumes converged: {len(todo)} change(s) applied")

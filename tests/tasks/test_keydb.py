@@ -97,9 +97,9 @@ def test_status_through_fly_proxy_against_real_servers(ops, redis_server, tmp_pa
     import shutil
     import subprocess
 
+    from flyops.db.scratch import free_port
     from flyops.stack import load_stack
     from tests.test_stores import _served_copy, _wait
-    from flyops.db.scratch import free_port
 
     stack = load_stack(ops.root, "staging")
     port = free_port()
