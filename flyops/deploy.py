@@ -293,14 +293,17 @@ def preflight(stack: Stack, runner: FlyRunner, steps: dict[str, Step], image: st
         COMPONENT_DB in dependencies(stack).get(c, set()) for c in steps
     ):
         reads[COMPONENT_DB] = Step(COMPONENT_DB, stack.app_name(COMPONENT_DB), "database", None)
-    names = {a.get("Name") for a in runner.json(fly.apps_list(stack.project.org)) or []}
-    missing = [s for s in reads.values() if s.app not in names]
-    if missing:
-        raise PreconditionFailed(
-            f"{', '.join(f'{s.component} ({s.app})' for s in missing)} not on Fly yet; nothing was changed",
-            fix=f"inv up --env {stack.env}",
-        )
-    statuses = parallel({c: (lambda app=s.app: runner.json(fly.status(app))) for c, s in reads.items()})
+    statuses = parallel({c: (lambda app=s.app: _status_or_error(runner, app)) for c, s in reads.items()})
+    errors = [e for e in statuses.values() if isinstance(e, OpsError)]
+    if errors:  # only now list the org's apps, to tell "not created yet" from other failures
+        names = {a.get("Name") for a in runner.json(fly.apps_list(stack.project.org)) or []}
+        missing = [s for s in reads.values() if s.app not in names]
+        if missing:
+            raise PreconditionFailed(
+                f"{', '.join(f'{s.component} ({s.app})' for s in missing)} not on Fly yet; nothing was changed",
+                fix=f"inv up --env {stack.env}",
+            )
+        raise errors[0]
     if COMPONENT_DB in statuses:
         healthy, text = machines_report(statuses[COMPONENT_DB])
         if not healthy:
@@ -314,6 +317,13 @@ def preflight(stack: Stack, runner: FlyRunner, steps: dict[str, Step], image: st
             raise BadInput(f"image {image} cannot be deployed: {exc.message.split(' failed: ', 1)[-1]}; nothing was changed",
                            fix="check the reference (registry/repository:tag) and that the image was pushed") from None
     return statuses
+
+
+def _status_or_error(runner: FlyRunner, app: str) -> dict[str, Any] | OpsError:
+    try:
+        return runner.json(fly.status(app)) or {}
+    except OpsError as exc:
+        return exc
 
 
 # ------------------------------------------------------------------------------------

@@ -109,11 +109,16 @@ class LockHeld(Busy):
 
 
 def holder(stack: Stack, runner: FlyRunner) -> Holder | None:
-    """Who holds the lock now, or None. Reads only."""
-    apps = runner.json(fly.apps_list(stack.project.org)) or []
-    if not any(a.get("Name") == lock_app(stack) for a in apps):
-        return None
-    return Holder.from_machines(runner.json(fly.machine_list(lock_app(stack))) or [])
+    """Who holds the lock now, or None. Reads only: the lock app's machines (one call when
+    the lock is held, which is when it matters), and the org's app list when that fails."""
+    try:
+        machines = runner.json(fly.machine_list(lock_app(stack))) or []
+    except OpsError:
+        apps = runner.json(fly.apps_list(stack.project.org)) or []
+        if not any(a.get("Name") == lock_app(stack) for a in apps):
+            return None
+        raise
+    return Holder.from_machines(machines)
 
 
 def acquire(stack: Stack, runner: FlyRunner, task: str, message: str = "") -> Holder:
