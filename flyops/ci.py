@@ -42,7 +42,7 @@ SETUP_FLYCTL = "superfly/flyctl-actions/setup-flyctl@master"
 
 
 def secret(name: str) -> str:
-    return "${{ secrets.%s }}" % name
+    return "${{ secrets." + name + " }}"
 
 
 def parse_deploys(text: str | None) -> list[tuple[str, str]]:

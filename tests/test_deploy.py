@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from flyops.deploy import (
-    DeployResult,
     AppResult,
+    DeployResult,
+    current_image,
     dependencies,
     deploy_steps,
     machines_report,
-    current_image,
     parse_only,
     waves,
 )

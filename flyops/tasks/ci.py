@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flyops.ci import default_out_dir, parse_deploys, workflows as build_workflows
+from flyops.ci import default_out_dir, parse_deploys
+from flyops.ci import workflows as build_workflows
 from flyops.present import console
 from flyops.tasks.base import root, task
 
