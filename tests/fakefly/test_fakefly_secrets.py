@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from fakefly import importparse
 
 FLAGS = json.loads((Path(__file__).parent / "flags.json").read_text())

@@ -99,7 +99,7 @@ class Node:
         self.spec: dict = {}
         self.runnable = False
 
-    def child(self, token: str) -> "Node | None":
+    def child(self, token: str) -> Node | None:
         for c in self.children.values():
             if token == c.name or token in c.aliases:
                 return c
@@ -203,7 +203,7 @@ def parse_flags(node: Node, tokens: list[str]) -> tuple[Opts, list[str]]:
     table = flag_table(node)
     opts = Opts()
     opts.given = set()
-    for name, (canon, typ) in table.items():
+    for _name, (canon, typ) in table.items():
         key = canon[2:]
         if key in opts:
             continue
@@ -224,12 +224,12 @@ def parse_flags(node: Node, tokens: list[str]) -> tuple[Opts, list[str]]:
             try:
                 opts[key] = int(value)
             except ValueError:
-                raise FlyError(f'invalid argument "{value}" for "{shown}" flag: strconv.ParseInt: parsing "{value}": invalid syntax', usage=True)
+                raise FlyError(f'invalid argument "{value}" for "{shown}" flag: strconv.ParseInt: parsing "{value}": invalid syntax', usage=True) from None
         elif typ is float:
             try:
                 opts[key] = float(value)
             except ValueError:
-                raise FlyError(f'invalid argument "{value}" for "{shown}" flag: strconv.ParseFloat: parsing "{value}": invalid syntax', usage=True)
+                raise FlyError(f'invalid argument "{value}" for "{shown}" flag: strconv.ParseFloat: parsing "{value}": invalid syntax', usage=True) from None
         elif typ is list:
             opts[key].append(value)
         elif typ == "slice":

@@ -97,7 +97,7 @@ def load_config(opts, cwd: Path | None = None, *, required_name=True):
         else:
             cfg = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, ValueError, UnicodeDecodeError) as e:
-        raise FlyError(f"failed loading app config from {path}: {e}")
+        raise FlyError(f"failed loading app config from {path}: {e}") from None
     return cfg, path
 
 
@@ -642,7 +642,7 @@ def rollout(st, app, cfg, image, release, *, update_only=False, ha=True, vm_size
                 if names and not healthy and failed is None:
                     failed = m["id"]
             if count == 2:
-                lines.append(("out", f"Creating a second machine to increase service availability"))
+                lines.append(("out", "Creating a second machine to increase service availability"))
     return lines, failed
 
 
@@ -712,7 +712,7 @@ def deploy(home, opts, args):
                      "target": opts.get("build-target") or build.get("build-target"),
                      "remote_only": bool(opts.get("remote-only")), "local_only": bool(opts.get("local-only")),
                      "t": S.rfc3339_precise()}
-        err(f"--> Building image done")
+        err("--> Building image done")
         out(f"image: {image}")
         out("image size: 75 MB")
     else:
@@ -930,7 +930,7 @@ def secrets_import(home, opts, args):
     try:
         values = parse_import(data)
     except ParseError as e:
-        raise FlyError(str(e))
+        raise FlyError(str(e)) from None
     _store_secrets(home, name, values)
     return deploy_secrets(home, name, stage=opts.get("stage"), detach=opts.get("detach"))
 
@@ -1059,7 +1059,7 @@ def volumes_extend(home, opts, args):
     with S.mutate(home) as st:
         app, v = _find_volume(st, args[0], appname)
         if v is None or v["state"] != "created":
-            raise FlyError(f"failed to extend volume: volume not found")
+            raise FlyError("failed to extend volume: volume not found")
         new = parse_extend_size(opts["size"], v["size_gb"])
         if new <= v["size_gb"]:
             raise FlyError(f"failed to extend volume: new size must be greater than current size ({v['size_gb']}GB)")
@@ -1496,7 +1496,7 @@ def scale_count(home, opts, args):
                     else:
                         size = (mount or {}).get("size_gb") or max([v["size_gb"] for v in app["volumes"] if v["name"] == mount_src] or [1])
                         vol = M.new_volume(app, name=mount_src, region=r, size=size,
-                                           unique_zone=(counts_total := add + len([m for m in v2 if m["region"] == r])) > 1)
+                                           unique_zone=(add + len([m for m in v2 if m["region"] == r])) > 1)
                         executed.append(f"  Creating volume {mount_src} region:{r} size:{size}GiB")
                     dest = (mount or {}).get("path") or (M.mount_for(cfg, group) or {}).get("destination", "/data")
                     conf["mounts"] = [{"volume": vol["id"], "path": dest, "name": mount_src, "size_gb": vol["size_gb"], "encrypted": vol["encrypted"]}]

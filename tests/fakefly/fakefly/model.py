@@ -233,7 +233,7 @@ def checks_from_config(cfg: dict, group: str) -> tuple[dict, list[str]]:
         if svc.get("processes") and group not in svc["processes"]:
             continue
         for kind in ("http_checks", "tcp_checks"):
-            for i, c in enumerate(svc.get(kind) or []):
+            for i, _check in enumerate(svc.get(kind) or []):
                 names.append(f"servicecheck-{i:02d}-{kind[:-7]}-{svc.get('internal_port', 0)}")
     return checks, names
 

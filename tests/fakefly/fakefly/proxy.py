@@ -112,7 +112,7 @@ def run_proxy(home: Path, st: dict, *, host: str, local_port: int, remote_port: 
     try:
         srv.bind((bind, local_port))
     except OSError as e:
-        raise FlyError(f"failed to listen on {bind}:{local_port}: {e.strerror or e}")
+        raise FlyError(f"failed to listen on {bind}:{local_port}: {e.strerror or e}") from None
     srv.listen(64)
     port = srv.getsockname()[1]
     done = threading.Event()

@@ -21,9 +21,9 @@ import os
 import random
 import string
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
 
 STATE_FILE = "state.json"
 LOCK_FILE = "state.lock"
@@ -110,7 +110,7 @@ def mutate(home: str | os.PathLike) -> Iterator[dict]:
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def rfc3339(dt: datetime | None = None) -> str:
@@ -149,12 +149,13 @@ def short_id(n: int = 10) -> str:
 
 
 def private_ip() -> str:
-    return "fdaa:0:%x:a7b:%x:%x:%x:2" % (
+    parts = (
         random.randint(0x1000, 0xFFFF),
         random.randint(0x10, 0xFF),
         random.randint(0x1000, 0xFFFF),
         random.randint(0x1000, 0xFFFF),
     )
+    return "fdaa:0:{:x}:a7b:{:x}:{:x}:{:x}:2".format(*parts)
 
 
 def digest(value: str) -> str:

@@ -50,8 +50,8 @@ class FakeFly:
 
     def argv_log(self) -> list[dict]:
         p = self.home / "argv.log"
-        return [json.loads(l) for l in p.read_text().splitlines()] if p.exists() else []
+        return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
 
     def events(self) -> list[dict]:
         p = self.home / "events.jsonl"
-        return [json.loads(l) for l in p.read_text().splitlines()] if p.exists() else []
+        return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
