@@ -15,6 +15,8 @@ the text is also passed through the runner's masks), result, and optional struct
 details (JSON; `deploy` records which apps went from which release to which, and rollback
 reads that back).
 
+Lines stay until `inv audit --env X --keep N` removes all but the newest N.
+
 `record()` never raises: the operation it describes has already happened, and failing it
 afterwards would hide its real result. A line that cannot be written is reported on stderr.
 """
@@ -173,6 +175,16 @@ def entries(stack: Stack, runner: FlyRunner, *, task: str | None = None) -> list
     if task:
         out = [e for e in out if e.task == task]
     return sorted(out, key=lambda e: (e.at, e.machine_id), reverse=True)
+
+
+def prune(stack: Stack, runner: FlyRunner, keep: int) -> list[Entry]:
+    """Destroy all but the newest `keep` lines; returns the removed ones (printed under --dry)."""
+    if keep < 1:
+        raise ValueError("keep at least one line")
+    old = entries(stack, runner)[keep:]
+    for e in old:
+        runner.run(fly.machine_destroy(ops_app(stack), e.machine_id))
+    return old
 
 
 def last(stack: Stack, runner: FlyRunner, task: str) -> Entry | None:

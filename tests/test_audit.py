@@ -82,3 +82,12 @@ def test_operator_names_the_person_or_the_ci_run(monkeypatch):
     monkeypatch.delenv("FLYOPS_OPERATOR")
     monkeypatch.delenv("GITHUB_ACTIONS")
     assert "@" in audit.operator()
+
+
+def test_prune_keeps_the_newest_lines(env):
+    stack = load_stack(env.root, "staging")
+    for i in range(4):
+        audit.record(stack, runner(env), "deploy", f"deploy {i}")
+    removed = audit.prune(stack, runner(env), keep=2)
+    assert [e.changed for e in removed] == ["deploy 1", "deploy 0"]
+    assert [e.changed for e in audit.entries(stack, runner(env))] == ["deploy 3", "deploy 2"]

@@ -92,11 +92,20 @@ def status_task(ctx, env, json=False, verbose=False):
 
 
 @task(name="audit", help={"env": "environment", "limit": "how many lines (newest first; default 20)",
+                          "keep": "remove all but the newest KEEP lines first (a retention policy)",
                           "json": "print JSON", "verbose": "echo flyctl calls"})
-def audit_task(ctx, env, limit=20, json=False, verbose=False):
+def audit_task(ctx, env, limit=20, keep=None, json=False, verbose=False):
     """Show the environment's audit trail (kept on Fly in the <project>-ops-<env> app): who changed what, when."""
+    from flyops.errors import BadInput
+
     stack = stack_for(env)
-    found = audit_trail.entries(stack, runner_for(ctx, verbose=verbose))[: int(limit)]
+    runner = runner_for(ctx, verbose=verbose)
+    if keep is not None:
+        if int(keep) < 1:
+            raise BadInput("--keep must be at least 1")
+        removed = audit_trail.prune(stack, runner, int(keep))
+        print(f"removed {len(removed)} audit line(s) older than the newest {keep}", file=sys.stderr)
+    found = audit_trail.entries(stack, runner)[: int(limit)]
     if json:
         print_json({"env": stack.env, "app": audit_trail.ops_app(stack), "entries": [e.as_dict() for e in found]})
         return

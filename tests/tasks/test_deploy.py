@@ -226,3 +226,12 @@ def test_audit_trail_records_deploys_and_locks_without_secret_values(ops):
     # kept on Fly, readable by anyone in the org with plain flyctl
     machines = ops.fly_json("machine", "list", "--app", "my-app-ops-staging")
     assert len(machines) == 3 and {m["state"] for m in machines} == {"created"}
+
+
+def test_dry_deploy_reads_prints_the_deploys_and_changes_nothing(ops):
+    p = ops.inv("--dry", "deploy", "--env", "staging")
+    assert p.returncode == 0, p.stderr
+    assert "[dry] fly apps create my-app-lock-staging" in p.stderr
+    assert p.stderr.count("[dry] fly deploy ") == 6
+    assert "[dry] audit: deploy:" in p.stderr
+    assert _mutations(ops) == []
