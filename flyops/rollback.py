@@ -2,7 +2,8 @@
 
 Which apps: `--app A`, else every app the last `deploy` of the environment touched (its
 deploy ran, finished or failed), as written in the audit trail on Fly. Which image: `--to vN`
-(a release of that app), `--to IMAGE`, else the release each app was on before that deploy.
+(a release of that app), `--to IMAGE`, else the release each app was on before the last
+deploy that touched it (for an app that deploy did not touch: its previous good release).
 Images come from `fly releases --json` (`ImageRef`) and go back out with `fly deploy --image`
 (with the app's own rendered config, absolute path, and `--skip-release-command`: an old
 image's `db:migrate` does not undo a migration). Apps already running the target image are
@@ -86,17 +87,17 @@ def plan_rollback(stack: Stack, runner: FlyRunner, app: str | None = None, to: s
         if chosen == [COMPONENT_DB]:
             raise BadInput("the database is not deployed by this repository; there is nothing to roll back",
                            fix="restore a backup instead: inv db.restore")
-    else:
-        entry = audit.last(stack, runner, "deploy")
-        if entry is not None:
-            touched = {c: v for c, v in (entry.details.get("apps") or {}).items() if v[2] in ("deployed", "failed")}
+    entry = audit.last(stack, runner, "deploy") if not to else None
+    if entry is not None:
+        touched = {c: v for c, v in (entry.details.get("apps") or {}).items() if v[2] in ("deployed", "failed")}
+        befores = {c: v[0] for c, v in touched.items()}
+        if not app:
             chosen = [c for c in stack.component_names() if c in touched]
-            befores = {c: touched[c][0] for c in chosen}
             if not chosen:
                 raise BadInput(f"the last deploy of {stack.env} ({entry.at}, {entry.who}) changed no app",
                                fix=f"name one: inv rollback --env {stack.env} --app web --to vN")
-        else:
-            chosen = [c for c in stack.component_names() if c != COMPONENT_DB]
+    elif not app:
+        chosen = [c for c in stack.component_names() if c != COMPONENT_DB]
     chosen = [c for c in chosen if c != COMPONENT_DB]
     names = {c: stack.app_name(c) for c in chosen}
     reads = parallel({c: (lambda a=a: (runner.json(fly.releases(a)) or [], runner.json(fly.status(a)) or {}))
