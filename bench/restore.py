@@ -1,0 +1,151 @@
+"""Benchmark: our `restore()` against bare `pg_restore -j 2` from a local file, side by side.
+
+    .venv/bin/python bench/restore.py              # recorded run: pgbench scale 50
+    .venv/bin/python bench/restore.py --scale 5    # quick smoke run
+
+Ours = `flyops.db.restore.restore("latest", ...)` into a new database: find the backup and read
+its manifest (restic snapshots + dump), `restic dump` of the dump to a local temp file, SHA-256
+against the manifest, `pg_restore --no-owner --no-acl --exit-on-error -j 2`, then ANALYZE.
+Bare = `pg_restore` with the same flags and `-j 2` from a local `pg_dump -Fc -Z0` file of the
+same database into an empty database (the CREATE DATABASE is not timed for either). Goal: <= 1.15x.
+Context rows: the same from a default (gzip) `pg_dump -Fc` file, bare + ANALYZE, and the parts
+of ours that bare does not do (fetch, hash, ANALYZE) timed on their own.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common as c  # noqa: E402
+
+NAME = "restore"
+GOAL = 1.15
+FLAGS = ["--no-owner", "--no-acl", "--exit-on-error", "--jobs=2"]
+
+
+def main() -> None:
+    args = c.parse_args(__doc__.splitlines()[0])
+    with c.workdir(NAME) as work:
+        pg = c.start_cluster()
+        try:
+            run(args, pg, work)
+        finally:
+            pg.stop()
+
+
+def run(args, pg, work: Path) -> None:
+    from flyops.db.backup import backup
+    from flyops.db.config import BackupSource
+    from flyops.db.restore import restore
+
+    facts = c.machine_facts(pg)
+    db = "bench"
+    c.create_pgbench_db(pg, db, args.scale)
+    size = c.db_size(pg, db)
+    repo = work / "repo"
+    c.restic_init(repo)
+    lock_dir = work / "locks"
+    c.log("backup (untimed) ...")
+    manifest = backup(BackupSource(pg.url(db), c.BENCH_ENV), c.repo_config(repo), lock_dir=lock_dir)
+    z0, gz = work / "z0.dump", work / "gz.dump"
+    c.pg_dump_file(pg, db, z0, "-Z0")
+    c.pg_dump_file(pg, db, gz)
+    counter = iter(range(10_000))
+    analyze: list[float] = []
+    parts: dict[str, list[float]] = {"restic dump to a file": [], "sha256sum of that file": []}
+
+    def bare(path: Path, with_analyze: bool = False):
+        def go() -> float:
+            target = f"bare_{next(counter)}"
+            pg.psql(f'CREATE DATABASE "{target}" TEMPLATE template0')
+            with c.stopwatch() as t:
+                c.run(["pg_restore", *FLAGS, "-d", c.conninfo(pg, target), str(path)], env=c.tool_env(pg))
+            if with_analyze:
+                with c.stopwatch() as a:
+                    pg.psql("ANALYZE", dbname=target)
+                analyze.append(a[0])
+            c.drop_db(pg, target)
+            return t[0]
+        return go
+
+    def ours() -> float:
+        with c.stopwatch() as t:
+            r = restore("latest", env=c.BENCH_ENV, repos={c.BENCH_ENV: c.repo_config(repo)}, server_url=pg.url(),
+                        jobs=2, lock_dir=lock_dir)
+        c.drop_db(pg, r["database"])
+        return t[0]
+
+    def fetch_parts() -> float:
+        out = work / "fetched.dump"
+        with c.stopwatch() as t:
+            with out.open("wb") as f:
+                p = subprocess.run(["restic", "--repo", str(repo), "--no-cache", "dump", manifest["restic_snapshot"],
+                                    "/" + manifest["file"]], stdout=f, stderr=subprocess.PIPE, env=c.restic_env(),
+                                   check=False)
+        if p.returncode != 0:
+            raise SystemExit(f"restic dump failed: {p.stderr[-2000:]!r}")
+        with c.stopwatch() as h:
+            c.run(["sha256sum", str(out)])
+        out.unlink()
+        parts["restic dump to a file"].append(t[0])
+        parts["sha256sum of that file"].append(h[0])
+        return t[0] + h[0]
+
+    c.log("warm-up (untimed)")
+    bare(z0)()
+
+    variants = {
+        "bare `pg_restore -j 2` (-Z0 file)": bare(z0, with_analyze=True),
+        "ours `restore()`": ours,
+        "bare `pg_restore -j 2` (gzip file)": bare(gz),
+        "fetch + hash only (restic dump, sha256sum)": fetch_parts,
+    }
+    res = c.interleave(args.runs, variants)
+    base = res["bare `pg_restore -j 2` (-Z0 file)"]
+    with_an = c.Samples([b + a for b, a in zip(base.values, analyze, strict=True)])
+    an = c.Samples(analyze)
+    r = res["ours `restore()`"].median / base.median
+    r_an = res["ours `restore()`"].median / with_an.median
+
+    rows = []
+    for name, s in [*res.items(), ("bare `pg_restore -j 2` (-Z0 file) + ANALYZE", with_an)]:
+        cpu = f"{s.cpu_median:.2f}" if s.cpu_median is not None else "—"
+        rows.append([name, f"{s.median:.2f}", f"{s.min:.2f}", s.all(), c.ratio(s.median, base.median),
+                     c.ratio(s.min, base.min), cpu])
+    part_rows = [[k, f"{c.Samples(v).median:.2f}", c.Samples(v).all()] for k, v in parts.items()]
+    part_rows.append(["ANALYZE of the restored database", f"{an.median:.2f}", an.all()])
+    accounted = (base.median + an.median + c.Samples(parts["restic dump to a file"]).median
+                 + c.Samples(parts["sha256sum of that file"]).median)
+    part_rows.append(["rest (restic snapshots + manifest read, preflight, CREATE DATABASE, connections)",
+                      f"{res['ours `restore()`'].median - accounted:.2f}", "by difference"])
+    verdict = "met" if r <= GOAL else "missed"
+    body = f"""
+Our `restore()` (new database; restic dump → local file, SHA-256 check against the manifest,
+`pg_restore --no-owner --no-acl --exit-on-error -j 2`, ANALYZE) against bare `pg_restore` with
+the same flags from a local `pg_dump -Fc -Z0` file into an empty database, on a pgbench database
+at scale {args.scale} ({size} on disk; dump {c.mib(manifest['bytes'])}, gzip dump {c.mib(gz.stat().st_size)}).
+{args.runs} runs per variant, interleaved ABBA; seconds of wall time.
+
+**Result: ours / bare `pg_restore -j 2` = {r:.2f}× (median), goal ≤ {GOAL}× — {verdict}.**
+Against bare `pg_restore -j 2` followed by ANALYZE (which ours includes, since a restored
+database without statistics is not ready for traffic): {r_an:.2f}×.
+
+{c.md_table(["variant", "median s", "min s", "all runs s", "ratio (median)", "ratio (min)",
+             "client CPU s (median)"], rows)}
+
+### Where ours spends the time it adds
+
+Measured on their own in the same run (median of {args.runs}):
+
+{c.md_table(["part", "median s", "all runs s"], part_rows)}
+
+* {c.drop_caches_note()}
+"""
+    c.write_results(NAME, args, f"Restore benchmark (pgbench scale {args.scale})", body, facts)
+
+
+if __name__ == "__main__":
+    main()
