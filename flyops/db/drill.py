@@ -45,7 +45,15 @@ import sh
 from psycopg import sql as psql
 
 from flyops.db import pgconn
-from flyops.db.backup import MANIFEST_FILE, find_backup, list_backups, operator, parse_kv, record_verification
+from flyops.db.backup import (
+    MANIFEST_FILE,
+    SHA256_FUNCTION,
+    find_backup,
+    list_backups,
+    operator,
+    parse_kv,
+    record_verification,
+)
 from flyops.db.config import DEFAULT_TOOLS, RepoConfig, Tools
 from flyops.db.report import default_report_base, write_reports
 from flyops.db.restic import Repo
@@ -155,14 +163,16 @@ def _kill_group(pgid: int) -> None:
 
 
 def fetch_script(fetch_argv: list[str], dest: Path) -> str:
-    """`restic dump` into `dest`; prints rc_fetch, sha256, bytes (key=value lines)."""
+    """`restic dump` into `dest`, hashed on the way; prints rc_fetch, sha256, bytes (key=value lines)."""
     d = shlex.quote(str(dest))
-    return (f"{shlex.join(fetch_argv)} > {d} 2> {d}.err\n"
-            "rc=$?\n"
+    return (SHA256_FUNCTION
+            + f"{shlex.join(fetch_argv)} 2> {d}.err | tee {d} | sha256_of > {d}.sha\n"
+            "st=(\"${PIPESTATUS[@]}\")\n"
+            "rc=${st[0]}; [ \"${st[1]}\" = 0 ] || rc=\"tee:${st[1]}\"\n"
             "echo \"rc_fetch=$rc\"\n"
-            f"echo \"sha256=$(sha256sum < {d} | cut -d' ' -f1)\"\n"
-            f"echo \"bytes=$(wc -c < {d} | tr -d ' ')\"\n"
-            f"tail -c 2000 {d}.err >&2; rm -f {d}.err\n")
+            f"echo \"sha256=$(cat {d}.sha)\"\n"
+            f"echo \"bytes=$(stat -c %s {d})\"\n"
+            f"tail -c 2000 {d}.err >&2; rm -f {d}.err {d}.sha\n")
 
 
 def pg_restore_script(restore_argv: list[str], dump: Path) -> str:

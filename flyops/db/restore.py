@@ -22,7 +22,15 @@ from pathlib import Path
 from psycopg import sql
 
 from flyops.db import pgconn
-from flyops.db.backup import MANIFEST_FILE, backup, check_versions, client_version, find_backup, parse_kv
+from flyops.db.backup import (
+    MANIFEST_FILE,
+    SHA256_FUNCTION,
+    backup,
+    check_versions,
+    client_version,
+    find_backup,
+    parse_kv,
+)
 from flyops.db.config import DEFAULT_TOOLS, BackupSource, RepoConfig, Tools
 from flyops.db.restic import Repo
 from flyops.errors import BadInput, OpsError, PreconditionFailed, VerificationFailed
@@ -43,16 +51,18 @@ def parse_ref(ref: str, env: str) -> tuple[str, str]:
 
 def restore_script(fetch_argv: list[str], expected_sha256: str, restore_argv: list[str]) -> str:
     """Fetch the dump to a temp file on the host, check its SHA-256, then pg_restore from it
-    (parallel restore needs a seekable file). Prints rc_fetch, sha256, bytes, rc_restore."""
-    return f"""\
+    (parallel restore needs a seekable file); the hash is taken while the file is written.
+    Prints rc_fetch, sha256, bytes, rc_restore."""
+    return SHA256_FUNCTION + f"""\
 work=$(mktemp -d "${{TMPDIR:-/tmp}}/flyops-restore.XXXXXX") || exit 90
 trap 'rm -rf "$work"' EXIT
-{shlex.join(fetch_argv)} > "$work/dump" 2> "$work/restic.err"
-rc_fetch=$?
-sha=$(sha256sum < "$work/dump" | cut -d' ' -f1)
+{shlex.join(fetch_argv)} 2> "$work/restic.err" | tee "$work/dump" | sha256_of > "$work/sha"
+st=("${{PIPESTATUS[@]}}")
+rc_fetch=${{st[0]}}; [ "${{st[1]}}" = 0 ] || rc_fetch="tee:${{st[1]}}"
+sha=$(cat "$work/sha")
 echo "rc_fetch=$rc_fetch"
 echo "sha256=$sha"
-echo "bytes=$(wc -c < "$work/dump" | tr -d ' ')"
+echo "bytes=$(stat -c %s "$work/dump")"
 if [ "$rc_fetch" = 0 ] && [ "$sha" = {shlex.quote(expected_sha256)} ]; then
   {shlex.join(restore_argv)} "$work/dump" 2> "$work/pg_restore.err"
   echo "rc_restore=$?"

@@ -16,7 +16,14 @@ import psycopg
 from psycopg import sql as psql
 
 from flyops.db import pgconn
-from flyops.db.backup import MANIFEST_FILE, find_backup, list_backups, parse_kv, record_verification
+from flyops.db.backup import (
+    MANIFEST_FILE,
+    SHA256_FUNCTION,
+    find_backup,
+    list_backups,
+    parse_kv,
+    record_verification,
+)
 from flyops.db.config import DEFAULT_TOOLS, RepoConfig, Tools
 from flyops.db.manifest import compare_facts, database_facts
 from flyops.db.restic import Repo, explain_failure, tag_value
@@ -43,10 +50,11 @@ def dump_path(manifest: dict) -> str:
 
 
 def integrity_script(repo: Repo, snapshot_id: str, path: str) -> str:
-    return (f"{shlex.join(repo.argv('dump', snapshot_id, path))} | sha256sum > \"${{TMPDIR:-/tmp}}/.flyops-sha.$$\"\n"
+    return (SHA256_FUNCTION
+            + f"{shlex.join(repo.argv('dump', snapshot_id, path))} | sha256_of > \"${{TMPDIR:-/tmp}}/.flyops-sha.$$\"\n"
             "st=(\"${PIPESTATUS[@]}\")\n"
             "echo \"rc_fetch=${st[0]}\"\n"
-            "echo \"sha256=$(cut -d' ' -f1 < \"${TMPDIR:-/tmp}/.flyops-sha.$$\")\"\n"
+            "echo \"sha256=$(cat \"${TMPDIR:-/tmp}/.flyops-sha.$$\")\"\n"
             "rm -f \"${TMPDIR:-/tmp}/.flyops-sha.$$\"\n")
 
 
