@@ -59,6 +59,9 @@ def read_live(stack: Stack, runner: FlyRunner) -> Live:
     for comp in stack.components():
         if comp.app not in live.apps:
             continue
+        if comp.kind == "database":  # its secrets belong to flyctl's Postgres tooling
+            reads[("volumes", comp.app)] = lambda app=comp.app: runner.json(fly.volumes_list(app))
+            continue
         reads[("secrets", comp.app)] = lambda app=comp.app: runner.json(fly.secrets_list(app))
         if comp.kind in ("store", "database"):
             reads[("volumes", comp.app)] = lambda app=comp.app: runner.json(fly.volumes_list(app))
@@ -127,6 +130,8 @@ def plan_secret_names(stack: Stack, live: Live) -> list[Row]:
     """By name only: flyctl never returns values (see `inv secrets.diff` for changes)."""
     rows = []
     for component, names in wanted_names(stack).items():
+        if component == COMPONENT_DB:  # flyctl's Postgres tooling owns the cluster's own secrets
+            continue
         app = stack.app_name(component)
         have = {s["name"] for s in live.secrets.get(app, [])}
         for name in sorted(names):

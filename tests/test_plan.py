@@ -48,6 +48,9 @@ def test_fully_converged_world_has_no_pending_rows():
                for c, names in wanted_names(PROD).items()}
     rows = plan(PROD, Live(apps=apps, volumes=volumes, secrets=secrets))
     assert pending(rows) == []
+    # the cluster's own secrets (set by fly postgres create) are flyctl's, never "remove"
+    secrets[PROD.app_name("db")] = [{"name": "SU_PASSWORD", "digest": "d", "status": "Deployed"}]
+    assert pending(plan(PROD, Live(apps=apps, volumes=volumes, secrets=secrets))) == []
     secrets[PROD.app_name("web")].append({"name": "LEFTOVER", "digest": "d", "status": "Deployed"})
     apps["my-app-production-old"] = {"Name": "my-app-production-old"}
     assert {(r.kind, r.target) for r in pending(plan(PROD, Live(apps=apps, volumes=volumes, secrets=secrets)))} == {

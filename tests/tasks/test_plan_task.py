@@ -50,3 +50,11 @@ def test_missing_token_is_a_precondition(ops):
 def test_local_env_is_not_on_fly(ops):
     r = ops.inv("plan", "--env", "local")
     assert r.returncode == 2 and "not deployed to Fly" in r.stderr
+
+
+def test_plan_after_up_has_nothing_pending(ops):
+    up = ops.inv("up", "--env", "staging", "--yes", "--no-deploy")
+    assert up.returncode == 0, up.stderr
+    r = ops.inv("plan", "--env", "staging", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["summary"]["create"] == 0
