@@ -12,13 +12,15 @@ runs exactly the same scripts as a local run.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import io
 import re
 import shlex
 import shutil
 import socket
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -77,6 +79,8 @@ class Host(Protocol):
     def run_script(self, script: str, secrets: Mapping[str, Secret] | None = None, *,
                    data: str | None = None, timeout: float | None = None) -> RunResult: ...
 
+    def reach(self, url: Secret) -> contextlib.AbstractContextManager[Secret]: ...
+
     def get(self, remote: str, local: str) -> None: ...
 
     def put(self, local: str, remote: str) -> None: ...
@@ -103,6 +107,11 @@ class LocalHost:
             raise OpsError(f"script on {self.name} did not finish within {timeout:.0f}s") from None
         vals = list(secrets.values())
         return RunResult(rc, redact(_text(out), vals), redact(_text(err), vals))
+
+    @contextlib.contextmanager
+    def reach(self, url: Secret) -> Iterator[Secret]:
+        """A URL this process can use for the database the host reaches at `url`: here, itself."""
+        yield url
 
     def get(self, remote: str, local: str) -> None:
         if Path(remote).resolve() != Path(local).resolve():
@@ -149,6 +158,28 @@ class SshHost:
         vals = list(secrets.values())
         return RunResult(r.exited, redact(r.stdout, vals), redact(r.stderr, vals))
 
+    @contextlib.contextmanager
+    def reach(self, url: Secret) -> Iterator[Secret]:
+        """The SQL sessions that go with a dump or a restore (exported snapshot, row counts,
+        CREATE/RENAME DATABASE) must reach the database the host reaches, which may be
+        reachable from the host only (a bastion in Fly's private network): forward a local
+        port through this SSH connection to the database's address as the host sees it."""
+        from flyops.db import pgconn
+        from flyops.db.scratch import free_port
+
+        host, port = pgconn.address(url)
+        local = free_port()
+        try:
+            with self.conn.forward_local(local_port=local, remote_port=port, remote_host=host,
+                                         local_host="127.0.0.1"):
+                _wait_listening("127.0.0.1", local)  # fabric binds the local end in a thread
+                yield pgconn.with_address(url, "127.0.0.1", local)
+        except OpsError:
+            raise
+        except (OSError, EOFError) as e:
+            raise OpsError(f"cannot forward a port through {self.name} to {host}:{port}: {e}",
+                           fix="check that the host reaches the database and allows TCP forwarding") from None
+
     def get(self, remote: str, local: str) -> None:
         self.conn.get(remote, local)
 
@@ -157,6 +188,18 @@ class SshHost:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _wait_listening(host: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise OpsError(f"the SSH port forward on {host}:{port} did not start listening") from None
+            time.sleep(0.05)
 
 
 def _text(b: bytes | str | None) -> str:

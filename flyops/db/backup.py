@@ -199,8 +199,9 @@ def backup(source: BackupSource, repo_config: RepoConfig, *, host: Host | None =
     host = host or LocalHost()
     try:
         with backup_lock(source.env, lock_dir):
-            return _backup_locked(source, repo_config, host, kind, reason, pinned or kind == "pre-restore", tools,
-                                  notify)
+            with host.reach(source.url) as session_url:
+                return _backup_locked(source, session_url, repo_config, host, kind, reason,
+                                      pinned or kind == "pre-restore", tools, notify)
     except Busy:
         raise  # the other run reports for itself
     except (OpsError, KeyboardInterrupt) as e:
@@ -208,12 +209,14 @@ def backup(source: BackupSource, repo_config: RepoConfig, *, host: Host | None =
         raise
 
 
-def _backup_locked(source: BackupSource, repo_config: RepoConfig, host: Host, kind: str, reason: str,
-                   pinned: bool, tools: Tools, notify: Notify | None) -> dict:
+def _backup_locked(source: BackupSource, session_url: Secret, repo_config: RepoConfig, host: Host, kind: str,
+                   reason: str, pinned: bool, tools: Tools, notify: Notify | None) -> dict:
+    """pg_dump runs on `host` with `source.url`; this process's SQL session (exported snapshot,
+    counts, advisory lock) uses `session_url`, the same database as reached from here."""
     repo = Repo(repo_config, host, tools)
     db = pgconn.dbname(source.url)
     backup_id = new_backup_id(kind)
-    conn = pgconn.connect(source.url)
+    conn = pgconn.connect(session_url)
     started = complete = False
     try:
         try_advisory_lock(conn, source.env)

@@ -58,6 +58,20 @@ def with_dbname(url: Secret, dbname: str) -> Secret:
     return Secret(urlunsplit(parts._replace(path="/" + quote(dbname, safe=""))))
 
 
+def with_address(url: Secret, host: str, port: int) -> Secret:
+    """The same URL through another address (a tunnel's local end)."""
+    parse_url(url)
+    parts = urlsplit(url.reveal())
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = (userinfo + "@" if userinfo else "") + f"{host}:{port}"
+    return Secret(urlunsplit(parts._replace(netloc=netloc)))
+
+
+def address(url: Secret) -> tuple[str, int]:
+    p = parse_url(url)
+    return p.get("host") or "localhost", int(p.get("port") or 5432)
+
+
 def libpq_secrets(url: Secret) -> dict[str, Secret]:
     pw = password(url)
     return {"PGPASSWORD": pw} if pw else {}

@@ -98,6 +98,17 @@ def restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url: 
     backup of it goes to `repos[target_env]` first and the old database stays as `<name>_pre_<ts>`.
     """
     host = host or LocalHost()
+    with host.reach(server_url) as session_url:
+        return _restore(ref, env=env, repos=repos, server_url=server_url, session_url=session_url,
+                        target_db=target_db, confirm=confirm, target_env=target_env, host=host, tools=tools,
+                        jobs=jobs, lock_dir=lock_dir)
+
+
+def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url: Secret, session_url: Secret,
+             target_db: str | None, confirm: str | None, target_env: str | None, host: Host, tools: Tools,
+             jobs: int, lock_dir: Path | None) -> dict:
+    """`restore` once the server is reachable from here at `session_url` (admin SQL, checks)
+    and from the host at `server_url` (pg_restore, the pre-restore pg_dump)."""
     target_env = target_env or env
     src_env, backup_ref = parse_ref(ref, env)
     if src_env not in repos:
@@ -107,7 +118,7 @@ def restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url: 
     manifest = repo.read_json(man_snap["id"], MANIFEST_FILE)
     ts = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
 
-    admin = pgconn.connect(server_url)
+    admin = pgconn.connect(session_url)
     new_db: str | None = None
     try:
         # -- preflight: nothing on the target changes before all of these pass ----------------
@@ -143,8 +154,9 @@ def restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url: 
         base = target_db or manifest["database"]
         new_db = f"{base[:30]}_restore_{ts}"
         admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(new_db)))
-        new_url = pgconn.with_dbname(server_url, new_db)
-        with pgconn.connect(new_url) as c:
+        new_url = pgconn.with_dbname(server_url, new_db)  # as the host reaches it (pg_restore)
+        new_session = pgconn.with_dbname(session_url, new_db)  # as this process reaches it
+        with pgconn.connect(new_session) as c:
             for ext in manifest.get("extensions", []):
                 if ext.get("schema") == "public":  # other schemas do not exist yet; pg_restore creates those
                     c.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA public")
@@ -163,7 +175,7 @@ def restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url: 
             raise OpsError(f"pg_restore into {new_db} failed (exit {out.get('rc_restore')}); "
                            f"the target was not touched:\n{tail}")
 
-        with pgconn.connect(new_url) as c:
+        with pgconn.connect(new_session) as c:
             if target_env != manifest["environment"]:
                 _fix_rails_environment(c, target_env)
             c.execute("ANALYZE")

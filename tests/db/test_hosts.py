@@ -54,3 +54,19 @@ def test_ssh_get_and_put(sshd, tmp_path):
 def test_parse_rejects_garbage():
     with pytest.raises(BadInput):
         SshHost.parse("root@host; rm -rf /")
+
+
+def test_ssh_host_reaches_the_database_through_a_forwarded_port(sshd, pg):
+    """The SQL session of a dump or restore run with --on goes through the SSH connection,
+    so a database only the host can reach (a bastion in Fly's network) works too."""
+    from flyops.db import pgconn
+
+    host = SshHost.parse(sshd.target, key_filename=str(sshd.key_path))
+    url = pg.url("postgres")
+    with host.reach(url) as through:
+        assert pgconn.address(through)[1] != pg.port and pgconn.address(through)[0] == "127.0.0.1"
+        assert pgconn.password(through) == pgconn.password(url)  # same credentials, other address
+        with pgconn.connect(through) as conn:
+            assert conn.execute("SELECT current_database()").fetchone()[0] == "postgres"
+    with LocalHost().reach(url) as same:
+        assert same == url
