@@ -66,8 +66,7 @@ class Repo:
             # a local repository exists when its config file does: one cheap `test`, not a
             # restic run that derives the key (about a second of CPU each time)
             r = self.host.run_script(shlex.join(["test", "-f", f"{self.location}/config"]) + "\n")
-            if not r.ok:
-                return False
+            return r.ok  # a wrong password or a damaged repository fails the next restic call, clearly
         r = self.run("cat", "config", check=False)
         if r.ok:
             return True
