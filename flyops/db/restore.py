@@ -50,22 +50,39 @@ def parse_ref(ref: str, env: str) -> tuple[str, str]:
 
 
 def restore_script(fetch_argv: list[str], expected_sha256: str, restore_argv: list[str]) -> str:
-    """Fetch the dump to a temp file on the host, check its SHA-256, then pg_restore from it
-    (parallel restore needs a seekable file); the hash is taken while the file is written.
-    Prints rc_fetch, sha256, bytes, rc_restore."""
+    """Fetch the dump and restore it at the same time, then finish from a checked local file.
+
+    `restic dump` streams through `tee` into three places: a temp file, the SHA-256, and a
+    sequential `pg_restore --section=pre-data --section=data` into the new database (a custom
+    archive restores from a pipe in file order). Once the whole file is there and its SHA-256
+    matches the manifest, `pg_restore -j N --section=post-data` builds indexes and constraints
+    in parallel from the file (parallel restore needs a seekable file). A mismatch or any
+    failure leaves only the new database, which the caller drops; the target is never touched.
+    Prints rc_fetch, sha256, bytes, rc_stream, rc_restore.
+    """
+    stream_argv = [a for a in restore_argv if not a.startswith("--jobs")] + ["--section=pre-data", "--section=data"]
+    post_argv = [*restore_argv, "--section=post-data"]
     return SHA256_FUNCTION + f"""\
 work=$(mktemp -d "${{TMPDIR:-/tmp}}/flyops-restore.XXXXXX") || exit 90
 trap 'rm -rf "$work"' EXIT
-{shlex.join(fetch_argv)} 2> "$work/restic.err" | tee "$work/dump" | sha256_of > "$work/sha"
+mkfifo "$work/sha.fifo" || exit 91
+sha256_of < "$work/sha.fifo" > "$work/sha" & sha_pid=$!
+{shlex.join(fetch_argv)} 2> "$work/restic.err" \\
+  | tee --output-error=warn-nopipe "$work/dump" "$work/sha.fifo" \\
+  | {shlex.join(stream_argv)} 2> "$work/pg_restore.err"
 st=("${{PIPESTATUS[@]}}")
+wait "$sha_pid"
 rc_fetch=${{st[0]}}; [ "${{st[1]}}" = 0 ] || rc_fetch="tee:${{st[1]}}"
 sha=$(cat "$work/sha")
 echo "rc_fetch=$rc_fetch"
 echo "sha256=$sha"
 echo "bytes=$(stat -c %s "$work/dump")"
-if [ "$rc_fetch" = 0 ] && [ "$sha" = {shlex.quote(expected_sha256)} ]; then
-  {shlex.join(restore_argv)} "$work/dump" 2> "$work/pg_restore.err"
+echo "rc_stream=${{st[2]}}"
+if [ "$rc_fetch" = 0 ] && [ "$sha" = {shlex.quote(expected_sha256)} ] && [ "${{st[2]}}" = 0 ]; then
+  {shlex.join(post_argv)} "$work/dump" 2>> "$work/pg_restore.err"
   echo "rc_restore=$?"
+elif [ "${{st[2]}}" != 0 ]; then
+  echo "rc_restore=${{st[2]}}"
 else
   echo "rc_restore=skipped"
 fi
