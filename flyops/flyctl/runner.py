@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import sh
@@ -258,8 +257,3 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def repo_root() -> Path:
-    """This repository's root (the folder holding tasks.py)."""
-    return Path(__file__).resolve().parents[2]
