@@ -7,6 +7,9 @@ from flyops.tasks import config, db, dr, keydb, secrets, up
 from flyops.tasks import deploy as deploy_tasks
 from flyops.tasks import lock as lock_tasks
 from flyops.tasks.plan import plan_task
+from flyops.toolpath import prefer_venv_tools
+
+prefer_venv_tools()  # restic from .venv/bin (scripts/setup) before the system's
 
 ns = Collection()
 # top level: the everyday verbs

@@ -36,6 +36,9 @@ if str(ROOT) not in sys.path:
 from flyops.db.config import RepoConfig  # noqa: E402
 from flyops.db.scratch import ScratchCluster  # noqa: E402
 from flyops.secret import Secret  # noqa: E402
+from flyops.toolpath import prefer_venv_tools  # noqa: E402
+
+prefer_venv_tools()  # the restic `inv` uses (scripts/setup may put Debian 13's in .venv/bin), for ours and bare
 
 RESULTS = ROOT / "bench" / "results"
 RECORDED_SCALE = 50  # the issue asks for >= 50; smaller scales are smoke runs
@@ -103,7 +106,7 @@ def machine_facts(pg: ScratchCluster | None = None) -> dict[str, str]:
         "kernel": platform.release(),
         "pg_dump": _first_line(["pg_dump", "--version"]),
         "pg_restore": _first_line(["pg_restore", "--version"]),
-        "restic": _first_line(["restic", "version"]),
+        "restic": _first_line(["restic", "version"]) + f" ({shutil.which('restic')})",
         "python": platform.python_version(),
         "flyops commit": _first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
     }
