@@ -24,6 +24,7 @@ import socket
 import tempfile
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -217,6 +218,8 @@ def _backup_locked(source: BackupSource, session_url: Secret, repo_config: RepoC
     db = pgconn.dbname(source.url)
     backup_id = new_backup_id(kind)
     conn = pgconn.connect(session_url)
+    facts_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backup-facts")
+    facts_job: Future | None = None
     started = complete = False
     try:
         try_advisory_lock(conn, source.env)
@@ -227,7 +230,10 @@ def _backup_locked(source: BackupSource, session_url: Secret, repo_config: RepoC
 
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        facts = database_facts(conn)  # same snapshot as the dump; the session stays open until pg_dump ends
+        # The manifest's facts (exact row counts) come from the dump's own snapshot. The session
+        # stays in that transaction until pg_dump ends; the counts run on it in a thread while
+        # pg_dump streams, so the server counts and dumps at once instead of one after the other.
+        facts_job = facts_pool.submit(database_facts, conn)
         filename = dump_filename(db)
         tags = ["part=dump", f"id={backup_id}", f"env={source.env}", f"kind={kind}"]
         script = backup_script(pg_dump_argv(tools, pgconn.conninfo_without_password(source.url), snapshot),
@@ -236,6 +242,7 @@ def _backup_locked(source: BackupSource, session_url: Secret, repo_config: RepoC
         started = True  # from here on a dump snapshot may exist
         r = host.run_script(script, {**pgconn.libpq_secrets(source.url), **repo_config.secrets()})
         end = utcnow()
+        facts = facts_job.result()
         conn.execute("COMMIT")
         out = parse_kv(r.stdout)
         _check_pipeline(r, out, host)
@@ -271,6 +278,10 @@ def _backup_locked(source: BackupSource, session_url: Secret, repo_config: RepoC
         notify_success(notify)
         return manifest
     finally:
+        if facts_job is not None and not facts_job.done():
+            with contextlib.suppress(Exception):
+                conn.cancel()  # interrupted while counting: stop the query, then let the thread end
+        facts_pool.shutdown(wait=True)
         with contextlib.suppress(Exception):
             conn.close()
         if started and not complete:
