@@ -31,7 +31,7 @@ from pathlib import Path
 from flyops.db import pgconn
 from flyops.db.config import DEFAULT_TOOLS, BackupSource, Notify, RepoConfig, Retention, Tools
 from flyops.db.manifest import KINDS, database_facts, new_backup_id, utcnow
-from flyops.db.restic import Repo, summary, tag_value
+from flyops.db.restic import TAG, Repo, explain_failure, summary, tag_value
 from flyops.errors import BadInput, Busy, OpsError, PreconditionFailed
 from flyops.hosts import Host, LocalHost, RunResult
 from flyops.secret import Secret, redact
@@ -392,6 +392,26 @@ def find_backup(repo: Repo, env: str, ref: str) -> tuple[dict, dict]:
         raise BadInput(f"backup {ref!r} not found among the complete backups of {env} in {repo.location}",
                        fix="see `inv db.list` for ids")
     return cat[ref]["dump"], cat[ref]["manifest"]
+
+
+def fetch_manifest(repo: Repo, env: str, ref: str) -> tuple[str, dict]:
+    """(dump snapshot id, manifest) for an id or `latest` in `env`, with ONE restic run
+    (`restic dump --tag ... latest /manifest.json`) where find_backup + read_json take two, each
+    paying the repository's key derivation. The manifest is written only after its dump, so a
+    manifest found means a complete backup; it names its dump snapshot. BadInput if none matches."""
+    tags = ",".join(t for t in (TAG, "part=manifest", f"env={env}", None if ref == "latest" else f"id={ref}") if t)
+    r = repo.run("dump", "--tag", tags, "latest", "/" + MANIFEST_FILE, what="dump manifest", check=False)
+    if not r.ok:
+        if "no snapshot found" in r.stderr:
+            what = f"there is no complete backup of {env}" if ref == "latest" else \
+                f"backup {ref!r} not found among the complete backups of {env}"
+            raise BadInput(f"{what} in {repo.location}", fix="see `inv db.list` for ids")
+        raise explain_failure(r, "dump manifest", repo.location)
+    manifest = json.loads(r.stdout)
+    if not manifest.get("restic_snapshot"):  # written by every version so far; be explicit if not
+        dump_snap, _ = find_backup(repo, env, manifest["id"])
+        return dump_snap["id"], manifest
+    return manifest["restic_snapshot"], manifest
 
 
 def read_manifest(repo: Repo, env: str, ref: str) -> dict:

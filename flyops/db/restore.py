@@ -23,12 +23,11 @@ from psycopg import sql
 
 from flyops.db import pgconn
 from flyops.db.backup import (
-    MANIFEST_FILE,
     SHA256_FUNCTION,
     backup,
     check_versions,
     client_version,
-    find_backup,
+    fetch_manifest,
     parse_kv,
 )
 from flyops.db.config import DEFAULT_TOOLS, BackupSource, RepoConfig, Tools
@@ -131,8 +130,7 @@ def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url:
     if src_env not in repos:
         raise BadInput(f"{ref}: no repository configured for environment {src_env!r}")
     repo = Repo(repos[src_env], host, tools)
-    dump_snap, man_snap = find_backup(repo, src_env, backup_ref)
-    manifest = repo.read_json(man_snap["id"], MANIFEST_FILE)
+    dump_snapshot, manifest = fetch_manifest(repo, src_env, backup_ref)
     ts = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
 
     admin = pgconn.connect(session_url)
@@ -178,7 +176,7 @@ def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url:
                 if ext.get("schema") == "public":  # other schemas do not exist yet; pg_restore creates those
                     c.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA public")
                               .format(sql.Identifier(ext["name"])))
-        script = restore_script(repo.argv("dump", dump_snap["id"], "/" + manifest["file"]), manifest["sha256"],
+        script = restore_script(repo.argv("dump", dump_snapshot, "/" + manifest["file"]), manifest["sha256"],
                                 pg_restore_argv(tools, pgconn.conninfo_without_password(new_url), jobs))
         r = host.run_script(script, {**repos[src_env].secrets(), **pgconn.libpq_secrets(server_url)})
         out = parse_kv(r.stdout)

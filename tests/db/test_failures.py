@@ -134,6 +134,22 @@ def test_restore_over_live_db_needs_the_exact_confirm_name(pg, small_db, repo, l
     assert len(list_backups(repo, "staging")) == 1  # no pre-restore backup was taken
 
 
+def test_restore_of_an_unknown_or_missing_backup_is_bad_input(pg, small_db, repo, lock_dir):
+    repos = {"staging": repo, "production": RepoConfig(repo.location, repo.password)}
+    backup(source(pg, small_db), repo, lock_dir=lock_dir)
+    databases_before = _databases(pg)
+    with pytest.raises(BadInput, match="no complete backup of production"):
+        restore("production::latest", env="staging", repos=repos, server_url=pg.url())
+    with pytest.raises(BadInput, match="'20200101T0000Z-manual-abcd' not found among the complete backups of staging"):
+        restore("20200101T0000Z-manual-abcd", env="staging", repos=repos, server_url=pg.url())
+    assert _databases(pg) == databases_before  # nothing was created on the server
+
+
+def _databases(pg) -> set[str]:
+    with psycopg.connect(pg.url().reveal()) as c:
+        return {r[0] for r in c.execute("SELECT datname FROM pg_database")}
+
+
 def test_restore_with_confirm_swaps_and_keeps_the_old_db(pg, small_db, make_db, repo, lock_dir):
     prod = RepoConfig(repo.location + "-prod", secret("restic-prod"))
     prod_db = make_db("prod")
