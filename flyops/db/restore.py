@@ -4,8 +4,8 @@
 
 Steps: resolve the backup and read its manifest → preflight on the target server (extensions
 available, pg_restore new enough, confirm name) → pinned `pre-restore` backup of a live target
-→ create `<db>_restore_<ts>` → on the host: `restic dump` to a temp file, SHA-256 against the
-manifest, `pg_restore --no-owner --no-acl --exit-on-error -j N` → Rails environment fix-up →
+→ create `<db>_restore_<ts>` → on the host: `restic dump` to a temp file while loaders follow
+it (`restore_script`), `pg_restore --no-owner --no-acl --exit-on-error` → Rails environment fix-up →
 ANALYZE → for a live target: terminate connections and swap by rename, keeping the old
 database as `<db>_pre_<ts>`.
 """
@@ -23,7 +23,6 @@ from psycopg import sql
 
 from flyops.db import pgconn
 from flyops.db.backup import (
-    SHA256_FUNCTION,
     backup,
     check_versions,
     client_version,
@@ -48,45 +47,114 @@ def parse_ref(ref: str, env: str) -> tuple[str, str]:
     return (m.group(1) or env), m.group(2)
 
 
-def restore_script(fetch_argv: list[str], expected_sha256: str, restore_argv: list[str]) -> str:
-    """Fetch the dump and restore it at the same time, then finish from a checked local file.
+_SIMPLE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+_TABLE_KEY = re.compile(r'^"((?:[^"]|"")*)"\."((?:[^"]|"")*)"$')
 
-    `restic dump` streams through `tee` into three places: a temp file, the SHA-256, and a
-    sequential `pg_restore --section=pre-data --section=data` into the new database (a custom
-    archive restores from a pipe in file order). Once the whole file is there and its SHA-256
-    matches the manifest, `pg_restore -j N --section=post-data` builds indexes and constraints
-    in parallel from the file (parallel restore needs a seekable file). A mismatch or any
-    failure leaves only the new database, which the caller drops; the target is never touched.
-    Prints rc_fetch, sha256, bytes, rc_stream, rc_restore.
+
+def split_tables(tables: Mapping[str, int], jobs: int) -> list[list[tuple[str, str]]]:
+    """Share the tables' data among `jobs` loaders by the manifest's row counts (greedy, largest
+    first). Loader 0 also takes every other data entry (sequences, large objects, tables whose
+    names need quoting), so it is returned without a list: everything not named for 1..jobs-1."""
+    loads = [0] * max(1, jobs)
+    named: list[list[tuple[str, str]]] = [[] for _ in loads]
+    simple: list[tuple[int, str, str]] = []
+    for key, rows in tables.items():
+        m = _TABLE_KEY.match(key)
+        if m and _SIMPLE_NAME.match(m.group(1)) and _SIMPLE_NAME.match(m.group(2)):
+            simple.append((int(rows), m.group(1), m.group(2)))
+        else:
+            loads[0] += int(rows)
+    for rows, schema, table in sorted(simple, key=lambda t: (-t[0], t[1], t[2])):
+        i = min(range(len(loads)), key=lambda k: (loads[k], k))
+        loads[i] += rows
+        named[i].append((schema, table))
+    return [[] for _ in named[:1]] + named[1:]
+
+
+def restore_script(fetch_argv: list[str], expected_bytes: int, restore_argv: list[str],
+                   loaders: list[list[tuple[str, str]]] | None = None) -> str:
+    """Fetch the dump and load it at the same time, then finish from the complete local file.
+
+    `restic dump` writes the temp file; readers follow the growing file (`tail -f --pid`):
+    `pg_restore -l` reads its table of contents and `--section=pre-data` creates the schema
+    from its head; then one `--section=data` loader per entry of `loaders` runs concurrently,
+    each skipping the others' tables (loader 0 takes everything not named for another). A
+    custom archive restores from a stream in file order, so the big tables load in parallel
+    while the rest of the file is still arriving. Once the fetch has ended and the file has the
+    manifest's byte count, `pg_restore -j N --section=post-data` builds indexes and constraints
+    in parallel from the file (parallel restore needs a seekable file).
+
+    The fetched bytes are not hashed again here: restic checks every chunk against its SHA-256
+    id and MAC while it reads, and the manifest names the dump's snapshot, whose id chains to
+    those chunk ids. The manifest's SHA-256 of the whole stream is checked by `db.verify
+    --level integrity` and by every drill. Any failure stops the fetch and leaves only the
+    new database, which the caller drops; the target is never touched.
+    Prints rc_fetch, bytes, rc_list, rc_pre, rc_data (first non-zero loader), rc_restore.
     """
-    stream_argv = [a for a in restore_argv if not a.startswith("--jobs")] + ["--section=pre-data", "--section=data"]
+    loaders = loaders or [[]]
+    common = [a for a in restore_argv if not a.startswith("--jobs")]
     post_argv = [*restore_argv, "--section=post-data"]
-    return SHA256_FUNCTION + f"""\
+    lines = [f"""\
 work=$(mktemp -d "${{TMPDIR:-/tmp}}/flyops-restore.XXXXXX") || exit 90
-trap 'rm -rf "$work"' EXIT
-mkfifo "$work/sha.fifo" || exit 91
-sha256_of < "$work/sha.fifo" > "$work/sha" & sha_pid=$!
-{shlex.join(fetch_argv)} 2> "$work/restic.err" \\
-  | tee --output-error=warn-nopipe "$work/dump" "$work/sha.fifo" \\
-  | {shlex.join(stream_argv)} 2> "$work/pg_restore.err"
-st=("${{PIPESTATUS[@]}}")
-wait "$sha_pid"
-rc_fetch=${{st[0]}}; [ "${{st[1]}}" = 0 ] || rc_fetch="tee:${{st[1]}}"
-sha=$(cat "$work/sha")
+trap 'kill "$fetch_pid" 2>/dev/null; rm -rf "$work"' EXIT
+: > "$work/dump" || exit 91
+{shlex.join(fetch_argv)} > "$work/dump" 2> "$work/restic.err" & fetch_pid=$!
+follow() {{ tail -c +1 -s 0.1 --pid="$fetch_pid" -f "$work/dump"; }}
+stop_fetch() {{ kill "$fetch_pid" 2>/dev/null; }}
+follow | {shlex.join([common[0], "--list"])} > "$work/toc" 2> "$work/pg_restore.err"; rc_list=${{PIPESTATUS[1]}}
+rc_pre=skipped; rc_data=skipped
+if [ "$rc_list" = 0 ]; then
+  follow | {shlex.join([*common, "--section=pre-data"])} 2>> "$work/pg_restore.err"; rc_pre=${{PIPESTATUS[1]}}
+fi
+: > "$work/others"
+"""]
+    for i, tables in enumerate(loaders[1:], start=1):
+        if not tables:
+            continue
+        pats = [f"^[0-9]+; [0-9]+ [0-9]+ TABLE DATA {schema} {table} " for schema, table in tables]
+        lines.append(f"printf '%s\\n' {' '.join(shlex.quote(p) for p in pats)} > \"$work/pat.{i}\"\n"
+                     f"grep -E -f \"$work/pat.{i}\" \"$work/toc\" > \"$work/list.{i}\"; "
+                     f"cat \"$work/pat.{i}\" >> \"$work/others\"\n")
+    lines.append(f"""\
+if [ -s "$work/others" ]; then grep -v -E -f "$work/others" "$work/toc" > "$work/list.0"; else cp "$work/toc" "$work/list.0"; fi
+load() {{  # load <n>: the data entries of list.<n>, from the growing file
+  follow | {shlex.join([*common, "--section=data"])} --use-list="$work/list.$1" 2> "$work/data.$1.err"
+  local rc=${{PIPESTATUS[1]}}
+  echo "$rc" > "$work/rc.$1"
+  [ "$rc" = 0 ] || stop_fetch
+}}
+if [ "$rc_pre" = 0 ]; then
+  pids=()
+  for list in "$work"/list.*; do
+    n=${{list##*.}}
+    [ "$n" = 0 ] || [ -s "$list" ] || continue
+    load "$n" & pids+=($!)
+  done
+  wait "${{pids[@]}}"
+  rc_data=0
+  for f in "$work"/rc.*; do r=$(cat "$f"); [ "$r" = 0 ] || rc_data=$r; done
+  cat "$work"/data.*.err >> "$work/pg_restore.err" 2>/dev/null
+else
+  stop_fetch
+fi
+wait "$fetch_pid"; rc_fetch=$?
+bytes=$(stat -c %s "$work/dump")
 echo "rc_fetch=$rc_fetch"
-echo "sha256=$sha"
-echo "bytes=$(stat -c %s "$work/dump")"
-echo "rc_stream=${{st[2]}}"
-if [ "$rc_fetch" = 0 ] && [ "$sha" = {shlex.quote(expected_sha256)} ] && [ "${{st[2]}}" = 0 ]; then
+echo "bytes=$bytes"
+echo "rc_list=$rc_list"
+echo "rc_pre=$rc_pre"
+echo "rc_data=$rc_data"
+if [ "$rc_fetch" = 0 ] && [ "$bytes" = {int(expected_bytes)} ] && [ "$rc_data" = 0 ]; then
   {shlex.join(post_argv)} "$work/dump" 2>> "$work/pg_restore.err"
   echo "rc_restore=$?"
-elif [ "${{st[2]}}" != 0 ]; then
-  echo "rc_restore=${{st[2]}}"
-else
-  echo "rc_restore=skipped"
+elif [ "$rc_list" != 0 ]; then echo "rc_restore=$rc_list"
+elif [ "$rc_pre" != 0 ]; then echo "rc_restore=$rc_pre"
+elif [ "$rc_data" != 0 ]; then echo "rc_restore=$rc_data"
+else echo "rc_restore=skipped"
 fi
 {{ echo "--- restic:"; tail -c 2000 "$work/restic.err"; echo "--- pg_restore:"; tail -c 3000 "$work/pg_restore.err" 2>/dev/null; }} >&2
-"""
+""")
+    return "".join(lines)
 
 
 def pg_restore_argv(tools: Tools, conninfo: str, jobs: int) -> list[str]:
@@ -176,16 +244,17 @@ def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url:
                 if ext.get("schema") == "public":  # other schemas do not exist yet; pg_restore creates those
                     c.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA public")
                               .format(sql.Identifier(ext["name"])))
-        script = restore_script(repo.argv("dump", dump_snapshot, "/" + manifest["file"]), manifest["sha256"],
-                                pg_restore_argv(tools, pgconn.conninfo_without_password(new_url), jobs))
+        script = restore_script(repo.argv("dump", dump_snapshot, "/" + manifest["file"]), int(manifest["bytes"]),
+                                pg_restore_argv(tools, pgconn.conninfo_without_password(new_url), jobs),
+                                split_tables(manifest.get("tables", {}), jobs))
         r = host.run_script(script, {**repos[src_env].secrets(), **pgconn.libpq_secrets(server_url)})
         out = parse_kv(r.stdout)
         tail = "\n".join(r.stderr.strip().splitlines()[-10:])
-        if out.get("rc_fetch") != "0":
+        if out.get("rc_fetch") != "0" and out.get("rc_fetch") != "143":  # 143: stopped after a loader failed
             raise OpsError(f"could not fetch backup {manifest['id']} from {repo.location} on {host.name}:\n{tail}")
-        if out.get("sha256") != manifest["sha256"]:
-            raise VerificationFailed(f"backup {manifest['id']}: fetched dump SHA-256 {out.get('sha256')} "
-                                     f"does not match the manifest {manifest['sha256']}")
+        if out.get("rc_fetch") == "0" and out.get("bytes") != str(manifest["bytes"]):
+            raise VerificationFailed(f"backup {manifest['id']}: fetched {out.get('bytes')} bytes, "
+                                     f"the manifest says {manifest['bytes']}")
         if out.get("rc_restore") != "0":
             raise OpsError(f"pg_restore into {new_db} failed (exit {out.get('rc_restore')}); "
                            f"the target was not touched:\n{tail}")

@@ -204,7 +204,8 @@ def test_scripts_and_argv_carry_no_secrets(pg, small_db, s3):
     texts = [
         backup_script(pg_dump_argv(Tools(), conninfo_without_password(url), "00000003-1"),
                       r.backup_argv("x.dump", ["id=1"], "staging")),
-        restore_script(r.argv("dump", "abc", "/x.dump"), "0" * 64, pg_restore_argv(Tools(), conninfo_without_password(url), 2)),
+        restore_script(r.argv("dump", "abc", "/x.dump"), 123, pg_restore_argv(Tools(), conninfo_without_password(url), 2),
+                       [[], [("public", "t")]]),
         json.dumps(r.argv("snapshots", "--json")),
     ]
     for t in texts:

@@ -1,0 +1,100 @@
+"""The streaming restore: tables shared among loaders, and what a failure mid-stream leaves."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from flyops.db.backup import backup
+from flyops.db.config import Tools
+from flyops.db.restore import restore, split_tables
+from flyops.errors import OpsError
+from tests.db.conftest import fingerprints, source
+
+
+def test_split_puts_the_biggest_tables_on_different_loaders():
+    tables = {'"public"."accounts"': 5_000_000, '"public"."notes"': 3_000_000, '"public"."branches"': 50,
+              '"public"."tellers"': 500, '"public"."history"': 0}
+    # largest first onto the least loaded: accounts -> 0, then notes and the small ones -> 1
+    assert split_tables(tables, 2) == [[], [("public", "notes"), ("public", "tellers"), ("public", "branches"),
+                                            ("public", "history")]]
+
+
+def test_names_that_need_quoting_stay_with_loader_zero():
+    tables = {'"Weird Schema"."Tâble"': 9_000_000, '"public"."a b"': 10, '"public"."big"': 100, '"public"."small"': 1}
+    # loader 0 starts with the 9 M rows it must take, so the simple tables go to loader 1
+    assert split_tables(tables, 2) == [[], [("public", "big"), ("public", "small")]]
+
+
+def test_one_job_is_one_loader():
+    assert split_tables({'"public"."a"': 5, '"public"."b"': 3}, 1) == [[]]
+
+
+def test_three_jobs_balance_by_rows():
+    tables = {f'"public"."t{i}"': rows for i, rows in enumerate([90, 80, 70, 10, 5])}
+    loaders = split_tables(tables, 3)
+    assert len(loaders) == 3 and loaders[0] == []
+    assert sorted(loaders[1] + loaders[2]) == [("public", "t1"), ("public", "t2"), ("public", "t3"), ("public", "t4")]
+
+
+@pytest.fixture
+def two_tables_db(pg, make_db) -> str:
+    name = make_db("two")
+    with psycopg.connect(pg.url(name).reveal(), autocommit=True) as c:
+        c.execute("CREATE TABLE a (id int PRIMARY KEY, pad text);"
+                  "INSERT INTO a SELECT g, repeat(md5(g::text), 20) FROM generate_series(1, 40000) g;"
+                  "CREATE TABLE b (id int PRIMARY KEY, a_id int REFERENCES a, note text);"
+                  "INSERT INTO b SELECT g, g, md5(g::text) FROM generate_series(1, 30000) g;"
+                  "CREATE TABLE c (id serial PRIMARY KEY); INSERT INTO c DEFAULT VALUES")
+    return name
+
+
+def test_two_loaders_restore_matches_the_source(pg, two_tables_db, repo, lock_dir):
+    m = backup(source(pg, two_tables_db), repo, lock_dir=lock_dir)
+    assert split_tables(m["tables"], 2)[1]  # loader 1 really gets a table
+    r = restore(m["id"], env="staging", repos={"staging": repo}, server_url=pg.url("postgres"), jobs=2)
+    assert fingerprints(pg.url(r["database"]).reveal()) == fingerprints(pg.url(two_tables_db).reveal())
+
+
+def _wrapper(tmp_path: Path, name: str, body: str) -> str:
+    path = tmp_path / name
+    path.write_text("#!/bin/bash\n" + body + "\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+def _databases(pg) -> set[str]:
+    with psycopg.connect(pg.url().reveal()) as c:
+        return {r[0] for r in c.execute("SELECT datname FROM pg_database")}
+
+
+def test_fetch_failing_midway_drops_the_new_database(pg, two_tables_db, repo, lock_dir, tmp_path):
+    m = backup(source(pg, two_tables_db), repo, lock_dir=lock_dir)
+    real = shutil.which("restic")
+    # the repository "goes away" after 200 kB of the dump: restic dump fails (exit 1)
+    restic = _wrapper(tmp_path, "restic", f'if [[ " $* " == *" dump "* && "$*" != *manifest.json* ]]; then\n'
+                                          f'  {real} "$@" | head -c 200000; exit 1\nfi\nexec {real} "$@"')
+    before = _databases(pg)
+    with pytest.raises(OpsError, match="could not fetch backup"):
+        restore(m["id"], env="staging", repos={"staging": repo}, server_url=pg.url("postgres"), jobs=2,
+                tools=Tools(restic=restic))
+    assert _databases(pg) == before
+
+
+def test_a_loader_failing_stops_the_fetch_and_drops_the_new_database(pg, two_tables_db, repo, lock_dir, tmp_path):
+    m = backup(source(pg, two_tables_db), repo, lock_dir=lock_dir)
+    real = shutil.which("pg_restore") if not (pg.bindir / "pg_restore").exists() else str(pg.bindir / "pg_restore")
+    marker = tmp_path / "loader-1-ran"
+    pg_restore = _wrapper(tmp_path, "pg_restore", f'if [[ "$*" == *list.1* ]]; then touch {marker}; cat > /dev/null; '
+                                                  f'echo "loader 1: simulated failure" >&2; exit 1; fi\n'
+                                                  f'exec {real} "$@"')
+    before = _databases(pg)
+    with pytest.raises(OpsError, match=r"pg_restore into .* failed \(exit 1\); the target was not touched"):
+        restore(m["id"], env="staging", repos={"staging": repo}, server_url=pg.url("postgres"), jobs=2,
+                tools=Tools(pg_restore=pg_restore))
+    assert marker.exists()
+    assert _databases(pg) == before
