@@ -58,6 +58,11 @@ def parse_args(description: str, *, runs: int = 3, extra: Callable[[argparse.Arg
     p.add_argument("--scale", type=int, default=RECORDED_SCALE,
                    help=f"pgbench scale (default {RECORDED_SCALE}, ~15 MB per unit; 5 for a quick smoke run)")
     p.add_argument("--runs", type=int, default=runs, help=f"repetitions of every measurement (default {runs})")
+    p.add_argument("--dataset", choices=DATASETS, default="pgbench",
+                   help="pgbench: pgbench tables only (their blank-padded rows gzip ~36:1, the best case for "
+                        "a gzip'd pg_dump); pgbench+text: plus a table of 3,000,000 rows of random hex text, "
+                        "the reference's dataset (postgres-backups.md section 3.1). Results of pgbench+text "
+                        "go to <name>_text.md")
     p.add_argument("--out", type=Path, default=None,
                    help="where to write the Markdown result (default bench/results/<name>.md at scale >= "
                         f"{RECORDED_SCALE}, a temp folder otherwise)")
@@ -69,6 +74,8 @@ def parse_args(description: str, *, runs: int = 3, extra: Callable[[argparse.Arg
 def out_path(name: str, args) -> Path:
     if args.out:
         return args.out
+    if getattr(args, "dataset", "pgbench") != "pgbench":
+        name += "_text"
     if args.scale >= RECORDED_SCALE:
         return RESULTS / f"{name}.md"
     return Path(tempfile.gettempdir()) / "flyops-bench" / f"{name}.scale{args.scale}.md"
@@ -254,12 +261,29 @@ def pgbench_bin() -> str:
     raise SystemExit("pgbench not found (apt-get install postgresql-contrib)")
 
 
-def create_pgbench_db(pg: ScratchCluster, db: str, scale: int) -> float:
-    """CREATE DATABASE + `pgbench -i -s scale -q`; returns the seconds it took."""
+DATASETS = ("pgbench", "pgbench+text")
+TEXT_ROWS = 3_000_000  # postgres-backups.md section 3.1: "pgbench scale 50 + a 3 M-row table of random hex text"
+
+
+def dataset_label(args) -> str:
+    if getattr(args, "dataset", "pgbench") == "pgbench":
+        return f"pgbench scale {args.scale}"
+    return f"pgbench scale {args.scale} + {TEXT_ROWS * args.scale // RECORDED_SCALE:,} rows of random hex text"
+
+
+def create_pgbench_db(pg: ScratchCluster, db: str, scale: int, dataset: str = "pgbench") -> float:
+    """CREATE DATABASE + `pgbench -i -s scale -q` (+ the text table for pgbench+text, scaled
+    with `scale`: 3 M rows at 50); returns the seconds it took."""
     pg.psql(f'CREATE DATABASE "{db}"')
     log(f"pgbench -i -s {scale} into {db} ...")
     with stopwatch() as t:
         run([pgbench_bin(), "-i", "-s", str(scale), "-q", conninfo(pg, db)], env=tool_env(pg))
+        if dataset == "pgbench+text":
+            rows = TEXT_ROWS * scale // RECORDED_SCALE
+            log(f"adding notes: {rows:,} rows of random hex text ...")
+            pg.psql("CREATE TABLE notes AS SELECT g AS id, md5(random()::text) || md5(random()::text) || "
+                    "md5(random()::text) || md5(random()::text) AS body "
+                    f"FROM generate_series(1, {rows}) g; ALTER TABLE notes ADD PRIMARY KEY (id)", dbname=db)
     pg.psql("CHECKPOINT")
     log(f"pgbench -i done in {t[0]:.1f}s; database size {db_size(pg, db)}")
     return t[0]
