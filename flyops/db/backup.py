@@ -373,11 +373,16 @@ def list_backups(repo_config: RepoConfig, env: str, *, host: Host | None = None,
     rows = [_row(bid, e) for bid, e in catalog(repo, env).items() if e["dump"] and e["manifest"]]
     rows.sort(key=lambda r: r["id"], reverse=True)
     if retention is not None:
-        from flyops.db.prune import plan_retention
+        from flyops.db.prune import EXPIRY_ASSUMPTION, plan_retention, project_expiry
 
-        decisions = plan_retention(rows, retention)
+        now = datetime.now(UTC)
+        decisions = plan_retention(rows, retention, now=now)
+        expiry = project_expiry(rows, retention, now=now)
         for row in rows:
-            row["retention"] = decisions[row["id"]]
+            when = expiry[row["id"]]
+            row["retention"] = {**decisions[row["id"]],
+                                "expires": when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else None,
+                                "expires_assuming": EXPIRY_ASSUMPTION}
     return rows
 
 

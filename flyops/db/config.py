@@ -46,17 +46,21 @@ class RepoConfig:
 
 @dataclass(frozen=True)
 class Retention:
-    """GFS policy for complete backups. Pinned (incl. pre-restore) backups are exempt."""
+    """GFS policy for complete backups. Pinned (incl. pre-restore) backups are exempt for
+    `pinned_days` after they were taken (None: for ever), then rotate like any other."""
 
     daily: int = 7
     weekly: int = 4
     monthly: int = 6
     minimum: int = 3  # never fewer complete backups than this, whatever the buckets say
+    pinned_days: int | None = 90
 
     def __post_init__(self) -> None:
         for k in ("daily", "weekly", "monthly", "minimum"):
             if getattr(self, k) < 0:
                 raise BadInput(f"retention.{k} must be >= 0")
+        if self.pinned_days is not None and self.pinned_days < 1:
+            raise BadInput("retention.pinned_days must be >= 1")
         if self.minimum < 1:
             raise BadInput("retention.minimum must be >= 1 (the newest backup is always kept)")
 

@@ -5,7 +5,7 @@ two or more snapshots (dump, manifest, verify records) and restic would bucket t
 one (keeping a day's manifest while dropping that day's dump). The bucketing follows
 restic's rules (newest first; a snapshot is kept by a rule when it opens a new day/week/month
 bucket and the rule has count left). Extra guards: the newest backup is always kept, never
-fewer than `minimum`, pinned backups (including pre-restore) are exempt. The chosen snapshots
+fewer than `minimum`, pinned backups (including pre-restore) are exempt for `pinned_days`. The chosen snapshots
 are then removed with `restic forget --prune <ids>`.
 """
 
@@ -27,15 +27,25 @@ _BUCKETS = {
 }
 
 
-def plan_retention(rows: list[dict], policy: Retention) -> dict[str, dict]:
+def pin_holds(row: dict, policy: Retention, now: datetime) -> bool:
+    """A pinned backup is exempt from rotation for `policy.pinned_days` after it was taken."""
+    if not row["pinned"]:
+        return False
+    if policy.pinned_days is None or row["when"] is None:
+        return True
+    return row["when"] > now - timedelta(days=policy.pinned_days)
+
+
+def plan_retention(rows: list[dict], policy: Retention, *, now: datetime | None = None) -> dict[str, dict]:
     """backup id -> {"keep": bool, "reasons": [...]}. `rows` as from list_backups (id, when, pinned)."""
+    now = now or datetime.now(UTC)
     ordered = sorted(rows, key=lambda r: r["id"], reverse=True)
     decisions = {r["id"]: {"keep": False, "reasons": []} for r in ordered}
     left = {"daily": policy.daily, "weekly": policy.weekly, "monthly": policy.monthly}
     last_bucket: dict[str, str | None] = dict.fromkeys(left)
-    rotating = [r for r in ordered if not r["pinned"]]
+    rotating = [r for r in ordered if not pin_holds(r, policy, now)]
     for r in ordered:
-        if r["pinned"]:
+        if pin_holds(r, policy, now):
             decisions[r["id"]] = {"keep": True, "reasons": ["pinned"]}
     for i, r in enumerate(rotating):
         d = decisions[r["id"]]
@@ -54,6 +64,32 @@ def plan_retention(rows: list[dict], policy: Retention) -> dict[str, dict]:
     return decisions
 
 
+#: what `project_expiry` assumes about the future when db.list says when a backup will go
+EXPIRY_ASSUMPTION = "one backup a day from now on, each followed by a prune"
+
+
+def project_expiry(rows: list[dict], policy: Retention, *, now: datetime, every: timedelta = timedelta(days=1),
+                   horizon: timedelta = timedelta(days=1000)) -> dict[str, datetime | None]:
+    """backup id -> the first prune that would drop it, if a backup is taken every `every` from
+    `now` on and each is followed by a prune (a simulation with `plan_retention`, so the answer
+    follows the same buckets, and a pin lapses after `pinned_days`). `now` for a backup the
+    next prune drops; None for those still kept after `horizon` (or pinned for ever)."""
+    plan = plan_retention(rows, policy, now=now)
+    expiry: dict[str, datetime | None] = {r["id"]: None if plan[r["id"]]["keep"] else now for r in rows}
+    pending = {r["id"] for r in rows if plan[r["id"]]["keep"]}
+    kept = [r for r in rows if plan[r["id"]]["keep"]]
+    t, n = now, 0
+    while pending and t < now + horizon:
+        t, n = t + every, n + 1
+        kept.append({"id": f"{t.strftime('%Y%m%dT%H%M%SZ')}-future-{n:05d}", "when": t, "pinned": False})
+        plan = plan_retention(kept, policy, now=t)
+        for bid in [b for b in pending if not plan[b]["keep"]]:
+            expiry[bid] = t
+            pending.discard(bid)
+        kept = [r for r in kept if plan[r["id"]]["keep"]]  # pruned: gone from the repository
+    return expiry
+
+
 def prune(repo_config: RepoConfig, env: str, policy: Retention, *, confirm: bool = False, host: Host | None = None,
           tools: Tools = DEFAULT_TOOLS, now: datetime | None = None) -> dict:
     """Plan (and with confirm=True apply) retention. Returns {"keep": [ids], "drop": [ids],
@@ -65,7 +101,7 @@ def prune(repo_config: RepoConfig, env: str, policy: Retention, *, confirm: bool
     cat = catalog(repo, env)
     complete = {bid: e for bid, e in cat.items() if e["dump"] and e["manifest"]}
     rows = [_row(bid, e) for bid, e in complete.items()]
-    decisions = plan_retention(rows, policy)
+    decisions = plan_retention(rows, policy, now=now)
     drop = sorted(bid for bid, d in decisions.items() if not d["keep"])
     orphans = sorted(
         bid for bid, e in cat.items()

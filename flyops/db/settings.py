@@ -36,7 +36,7 @@ def repo_config(stack: Stack, envfile: EnvFile) -> RepoConfig:
 
 def retention(stack: Stack) -> Retention:
     r = stack.backup.retention
-    return Retention(daily=r.daily, weekly=r.weekly, monthly=r.monthly, minimum=r.minimum)
+    return Retention(daily=r.daily, weekly=r.weekly, monthly=r.monthly, minimum=r.minimum, pinned_days=r.pinned_days)
 
 
 def notify(envfile: EnvFile) -> Notify:

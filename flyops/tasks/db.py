@@ -122,6 +122,7 @@ def list_(ctx, env, json=False, on=None, ssh_key=None):
             [_list_row(r) for r in rows],
         )
     )
+    console().print(f"'until' dates assume {rows[0]['retention']['expires_assuming']}.")
 
 
 def _list_row(r: dict[str, Any]) -> list[str]:
@@ -130,6 +131,8 @@ def _list_row(r: dict[str, Any]) -> list[str]:
     ret = r.get("retention") or {}
     keep = ret.get("keep")
     retention = ("keep: " + ", ".join(ret.get("reasons", []))) if keep else "dropped by next prune" if ret else ""
+    if keep and not r.get("pinned"):
+        retention += f"; until ~{ret['expires'][:10]}" if ret.get("expires") else "; for years"
     took = r.get("duration_s")
     return [
         r["id"], str(r.get("when") or "")[:19], r.get("kind") or "", format_bytes(r.get("bytes") or 0),

@@ -1,6 +1,7 @@
 """db.* tasks end to end: a real PostgreSQL, a real restic repository, the stand-in for `fly proxy`."""
 
 import json
+from datetime import UTC, datetime
 from urllib.parse import urlparse
 
 import pytest
@@ -33,6 +34,11 @@ def test_backup_list_restore_prune_round_trip(local, pg):
     listed = json.loads(local.inv("db.list", "--env", "local", "--json").stdout)["backups"]
     assert [b["id"] for b in listed] == [m["id"]]
     assert listed[0]["retention"]["keep"]
+    # db.list says until when retention keeps it (7 dailies: about a week, with a backup a day)
+    expires = datetime.strptime(listed[0]["retention"]["expires"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert expires > datetime.now(UTC) and "one backup a day" in listed[0]["retention"]["expires_assuming"]
+    table = local.inv("db.list", "--env", "local")
+    assert "until ~" in table.stdout and "'until' dates assume one backup a day" in table.stdout
 
     # --if-older-than: a fresh backup makes the hourly cron line a no-op
     skip = local.inv("db.backup", "--env", "local", "--if-older-than", "20h", "--json")
