@@ -1,7 +1,7 @@
 """Tools installed into this virtualenv come first on PATH for processes started here.
 
 `scripts/setup` puts Debian 13's restic in `.venv/bin` when the system's is older than 0.17
-(Debian 12's 0.14 hashes with a generic SHA-256: restores 3.7x slower, bench/results/restic.md).
+(Debian 12's 0.14 hashes with a generic SHA-256: fetches 3.2x slower, bench/results/restic.md).
 `.venv/bin/inv` does not put `.venv/bin` on PATH by itself, so the entry points (tasks.py, the
 tests, the benchmarks) call `prefer_venv_tools()` once. Scripts run over SSH (`--on`) use the
 remote machine's own PATH.

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,25 @@ def _debug() -> bool:
     return bool(os.environ.get("FLYOPS_DEBUG")) or logging.getLogger("invoke").isEnabledFor(logging.DEBUG)
 
 
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (systemd stopping a unit, a CI job cancelled, `timeout`) raises KeyboardInterrupt
+    like Ctrl-C does, so every task's cleanup runs: a partial backup is forgotten, a half-restored
+    database dropped, a deploy lock released. Without this Python dies on the spot."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def task(fn: Any = None, **kwargs: Any):
     """`invoke.task` with the one error boundary: an OpsError becomes one readable message
     (and its fix) on stderr and its documented exit code; a traceback only with `inv -d`."""
@@ -37,7 +60,8 @@ def task(fn: Any = None, **kwargs: Any):
         @functools.wraps(fn)
         def body(*a: Any, **kw: Any):
             try:
-                return fn(*a, **kw)
+                with terminate_as_interrupt():
+                    return fn(*a, **kw)
             except OpsError as exc:
                 if _debug():
                     traceback.print_exc()

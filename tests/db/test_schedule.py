@@ -229,6 +229,8 @@ def test_dockerfile_stages_and_what_the_runner_relies_on():
     assert "ARG DEBIAN_IMAGE=debian:bookworm-slim" in text
     stages = _dockerfile_stages(text)
     assert list(stages) == ["restic", "app", "runner"]
+    # restic comes from Debian 13 (0.18), not bookworm's slow-hashing 0.14, unless overridden
+    assert "ARG RESTIC_IMAGE=debian:trixie-slim" in text and stages["restic"][0] == "FROM ${RESTIC_IMAGE} AS restic"
     runner = "\n".join(stages["runner"])
     assert "ARG PG_MAJOR" in runner
     assert 'postgresql-client-${PG_MAJOR}' in runner

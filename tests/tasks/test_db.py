@@ -98,3 +98,59 @@ def test_fly_database_is_reached_through_fly_proxy(ops, pg, make_db):
     proxies = [e["argv"] for e in ops.argv_log() if e["argv"][0] == "proxy"]
     assert len(proxies) == 1 and proxies[0][1].endswith(":5432")
     assert pg.password.reveal() not in (ops.home / "argv.log").read_text()
+
+
+def _slow_tool(tmp_path, name: str, real: str) -> str:
+    """A folder with `name` that waits (announcing itself) before exec'ing the real tool."""
+    folder = tmp_path / f"slow-{name}"
+    folder.mkdir()
+    marker = folder / "started"
+    tool = folder / name
+    tool.write_text(f"#!/bin/bash\n[ \"$1\" = --version ] || {{ touch {marker}; sleep 30; }}\nexec {real} \"$@\"\n")
+    tool.chmod(0o755)
+    return str(folder)
+
+
+def _wait_for(path, timeout: float = 60) -> None:
+    import time
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def _sigterm_inv(local, *args: str, path_first: str):
+    import signal
+    import subprocess
+
+    from tests.tasks.conftest import INV, REPO
+    env = local.env(PATH=f"{path_first}:{local.env()['PATH']}")
+    return subprocess.Popen([str(INV), "--search-root", str(REPO), *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE), signal.SIGTERM
+
+
+def test_sigterm_during_a_restore_drops_the_half_restored_database(local, pg, tmp_path):
+    import shutil
+    assert local.inv("db.backup", "--env", "local").returncode == 0
+    folder = _slow_tool(tmp_path, "pg_restore", shutil.which("pg_restore") or str(pg.bindir / "pg_restore"))
+    proc, sig = _sigterm_inv(local, "db.restore", "--env", "local", path_first=folder)
+    _wait_for(tmp_path / "slow-pg_restore" / "started")
+    restoring = pg.psql("SELECT count(*) FROM pg_database WHERE datname LIKE '%\\_restore\\_%'")
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err, err
+    assert int(restoring) >= 1  # the new database existed while pg_restore ran...
+    assert pg.psql(f"SELECT count(*) FROM pg_database WHERE datname LIKE '{local.db}\\_restore\\_%'") == "0"  # ...and is gone
+
+
+def test_sigterm_during_a_backup_records_nothing_and_frees_the_lock(local, pg, tmp_path):
+    folder = _slow_tool(tmp_path, "pg_dump", str(pg.bindir / "pg_dump"))
+    proc, sig = _sigterm_inv(local, "db.backup", "--env", "local", path_first=folder)
+    _wait_for(tmp_path / "slow-pg_dump" / "started")
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err, err
+    listed = json.loads(local.inv("db.list", "--env", "local", "--json").stdout)["backups"]
+    assert listed == []
+    again = local.inv("db.backup", "--env", "local", "--json")  # the lock was released
+    assert again.returncode == 0, again.stderr
