@@ -140,7 +140,7 @@ def test_sigterm_during_a_restore_drops_the_half_restored_database(local, pg, tm
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err, err
     assert int(restoring) >= 1  # the new database existed while pg_restore ran...
-    assert pg.psql(f"SELECT count(*) FROM pg_database WHERE datname LIKE '{local.db}\\_restore\\_%'") == "0"  # ...and is gone
+    assert pg.psql(f"SELECT count(*) FROM pg_database WHERE datname LIKE '{local.db}\\_restore\\_%'").strip() == "0"  # ...and is gone
 
 
 def test_sigterm_during_a_backup_records_nothing_and_frees_the_lock(local, pg, tmp_path):
