@@ -301,7 +301,11 @@ def _check_pipeline(r: RunResult, out: dict[str, str], host: Host) -> None:
     if r.rc != 0 or any(v != "0" for v in rcs.values()):
         failed = ", ".join(f"{k} exit {v}" for k, v in rcs.items() if v != "0") or f"script exit {r.rc}"
         first = "pg_dump" if rcs["pg_dump"] != "0" else "restic" if rcs["restic"] != "0" else "pipeline"
-        raise OpsError(f"backup failed on {host.name}: {first} ({failed}); no backup was recorded\n{tail}")
+        fix = None
+        if "no space left on device" in r.stderr.lower():
+            fix = ("free space where the repository lives (or run `inv db.prune --env ENV --yes`); "
+                   "the backups already in it are intact")
+        raise OpsError(f"backup failed on {host.name}: {first} ({failed}); no backup was recorded\n{tail}", fix=fix)
     s = summary(out.get("summary") or "")
     if not out.get("sha256") or len(out["sha256"]) != 64:
         raise OpsError("backup failed: no SHA-256 of the dump stream was computed; no backup was recorded")

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass
+import urllib.parse
+from dataclasses import dataclass, field
 
 from flyops.db.config import RepoConfig, Tools
 from flyops.errors import OpsError
@@ -42,11 +43,41 @@ def explain_failure(r: RunResult, what: str, location: str) -> OpsError:
                     fix="check the repository is reachable from the host and the S3 keys are right")
 
 
+#: seconds to connect to an S3 endpoint before giving up. restic >= 0.16 itself retries an
+#: unreachable backend for up to 15 minutes, which a person at a terminal would take for a hang.
+REACH_TIMEOUT = 10
+
+
+def endpoint(location: str) -> tuple[str, int] | None:
+    """(host, port) of an S3 repository's endpoint; None for a folder."""
+    if not location.startswith("s3:"):
+        return None
+    u = urllib.parse.urlsplit(location[3:])
+    return u.hostname or "", u.port or (443 if u.scheme == "https" else 80)
+
+
 @dataclass
 class Repo:
     config: RepoConfig
     host: Host
     tools: Tools = Tools()
+    _reached: bool = field(default=False, init=False, repr=False, compare=False)
+
+    def check_reachable(self) -> None:
+        """For an S3 repository: one TCP connect from the host that runs restic, within
+        REACH_TIMEOUT seconds, before the first restic run. OpsError (exit 1) when it fails."""
+        ep = endpoint(self.location)
+        if ep is None or self._reached:
+            return
+        host, port = ep
+        probe = f"exec 3<>/dev/tcp/{host}/{port}"
+        r = self.host.run_script(f"timeout {REACH_TIMEOUT} bash -c {shlex.quote(probe)}\n")
+        if not r.ok:
+            raise OpsError(f"repository {self.location}: cannot connect to {host}:{port} from {self.host.name} "
+                           f"within {REACH_TIMEOUT}s; nothing was changed",
+                           fix="check the endpoint in backup.repository, the network path from that host, "
+                               "and that the storage service is up")
+        self._reached = True
 
     @property
     def location(self) -> str:
@@ -56,6 +87,7 @@ class Repo:
         return [self.tools.restic, "--repo", self.config.location, "--no-cache", *args]
 
     def run(self, *args: str, data: str | None = None, what: str | None = None, check: bool = True) -> RunResult:
+        self.check_reachable()
         r = self.host.run_script(shlex.join(self.argv(*args)) + "\n", self.config.secrets(), data=data)
         if check and not r.ok:
             raise explain_failure(r, what or args[0], self.location)
@@ -67,7 +99,7 @@ class Repo:
             # restic run that derives the key (about a second of CPU each time)
             r = self.host.run_script(shlex.join(["test", "-f", f"{self.location}/config"]) + "\n")
             return r.ok  # a wrong password or a damaged repository fails the next restic call, clearly
-        r = self.run("cat", "config", check=False)
+        r = self.run("cat", "config", check=False)  # after check_reachable(): a refusal is not "no repository"
         if r.ok:
             return True
         e = explain_failure(r, "open", self.location)

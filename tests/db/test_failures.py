@@ -101,6 +101,49 @@ def test_unreachable_database_names_host_not_password(repo, lock_dir):
     assert "127.0.0.1" in str(e.value) and "supersecretpw" not in str(e.value)
 
 
+def test_unreachable_repository_fails_fast_and_changes_nothing(pg, small_db, lock_dir):
+    """restic >= 0.16 would retry a dead S3 endpoint for 15 minutes; the probe answers at once."""
+    from flyops.db.scratch import free_port
+
+    port = free_port()  # nothing listens there
+    dead = RepoConfig(f"s3:http://127.0.0.1:{port}/backups/staging", secret("restic"), secret("AKID"), secret("sk"))
+    for call in (lambda: backup(source(pg, small_db), dead, lock_dir=lock_dir),
+                 lambda: list_backups(dead, "staging"),
+                 lambda: restore("latest", env="staging", repos={"staging": dead}, server_url=pg.url())):
+        with pytest.raises(OpsError) as e:
+            call()
+        assert e.value.code == ExitCode.FAILURE
+        assert f"cannot connect to 127.0.0.1:{port}" in e.value.message and "nothing was changed" in e.value.message
+        for value in (dead.password, dead.aws_secret_access_key, pg.password):
+            assert value.reveal() not in str(e.value) + (e.value.fix or "")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tiny tmpfs needs root")
+def test_repository_out_of_space_keeps_earlier_backups(pg, small_db, make_db, lock_dir, tmp_path):
+    import subprocess
+
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        repo = RepoConfig(str(folder / "repo"), secret("restic"))
+        first = backup(source(pg, small_db), repo, lock_dir=lock_dir)  # fits
+        big = make_db("big")
+        with psycopg.connect(pg.url(big).reveal(), autocommit=True) as c:  # ~6 MiB even compressed
+            c.execute("CREATE TABLE noise AS SELECT g, md5(random()::text) || md5(random()::text) AS h "
+                      "FROM generate_series(1, 200000) g")
+        with pytest.raises(OpsError) as e:
+            backup(source(pg, big), repo, lock_dir=lock_dir)
+        assert "no space left on device" in e.value.message.lower() and "no backup was recorded" in e.value.message
+        assert "free space" in e.value.fix
+        assert [b["id"] for b in list_backups(repo, "staging")] == [first["id"]]  # nothing half-listed
+        r = restore(first["id"], env="staging", repos={"staging": repo}, server_url=pg.url())  # nothing lost
+        assert fingerprints(pg.url(r["database"]).reveal()) == fingerprints(pg.url(small_db).reveal())
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
 def test_bad_inputs():
     with pytest.raises(BadInput):
         BackupSource(Secret("mysql://u:p@h/db"), "staging")
