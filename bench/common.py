@@ -191,14 +191,19 @@ class Samples:
         return ", ".join(fmt.format(v) for v in self.values)
 
 
-def interleave(runs: int, variants: dict[str, Callable[[], float]]) -> dict[str, Samples]:
+def interleave(runs: int, variants: dict[str, Callable[[], float]],
+               settle: Callable[[], None] | None = None) -> dict[str, Samples]:
     """Run every variant `runs` times, ABBA order. Each callable does its own untimed setup and
-    teardown and returns the seconds it measured."""
+    teardown and returns the seconds it measured. `settle` (untimed) runs before every one, to
+    start each from the same state (e.g. a CHECKPOINT and a sync, so no run pays for writing
+    back what the one before it left dirty)."""
     names = list(variants)
     out = {n: Samples() for n in names}
     for i in range(runs):
         order = names if i % 2 == 0 else list(reversed(names))
         for n in order:
+            if settle:
+                settle()
             secs = variants[n]()
             out[n].values.append(float(secs))
             cpu = getattr(secs, "cpu", None)
@@ -295,6 +300,13 @@ def db_size(pg: ScratchCluster, db: str) -> str:
 
 def db_bytes(pg: ScratchCluster, db: str) -> int:
     return int(pg.psql(f"SELECT pg_database_size('{db}')"))
+
+
+def settle(pg: ScratchCluster) -> None:
+    """Untimed, before each timed run: write back what earlier runs left dirty (CHECKPOINT, then
+    the kernel's page cache), so one run's writeback does not land in the next one's time."""
+    pg.psql("CHECKPOINT")
+    os.sync()
 
 
 def drop_db(pg: ScratchCluster, db: str) -> None:

@@ -43,7 +43,7 @@ def main() -> None:
 def run(args, pg, work: Path) -> None:
     from flyops.db.backup import backup
     from flyops.db.config import BackupSource
-    from flyops.db.restore import restore
+    from flyops.db.restore import PHASES, restore
 
     facts = c.machine_facts(pg)
     db = "bench"
@@ -60,6 +60,7 @@ def run(args, pg, work: Path) -> None:
     counter = iter(range(10_000))
     analyze: list[float] = []
     parts: dict[str, list[float]] = {"restic dump > file (the fetch, alone)": []}
+    phases: dict[str, list[float]] = {}
 
     def bare(path: Path, with_analyze: bool = False):
         def go() -> float:
@@ -80,6 +81,8 @@ def run(args, pg, work: Path) -> None:
             r = restore("latest", env=c.BENCH_ENV, repos={c.BENCH_ENV: c.repo_config(repo)}, server_url=pg.url(),
                         jobs=2, lock_dir=lock_dir)
         c.drop_db(pg, r["database"])
+        for k, v in r["phases"].items():
+            phases.setdefault(k, []).append(v)
         return t[0]
 
     def fetch_parts() -> float:
@@ -101,7 +104,7 @@ def run(args, pg, work: Path) -> None:
         "bare `pg_restore -j 2` (gzip file)": bare(gz),
         "fetch only (restic dump > file)": fetch_parts,
     }
-    res = c.interleave(args.runs, variants)
+    res = c.interleave(args.runs, variants, settle=lambda: c.settle(pg))
     base = res["bare `pg_restore -j 2` (-Z0 file)"]
     with_an = c.Samples([b + a for b, a in zip(base.values, analyze, strict=True)])
     an = c.Samples(analyze)
@@ -115,6 +118,7 @@ def run(args, pg, work: Path) -> None:
                      c.ratio(s.min, base.min), cpu])
     part_rows = [[k, f"{c.Samples(v).median:.2f}", c.Samples(v).all()] for k, v in parts.items()]
     part_rows.append(["ANALYZE of the restored database", f"{an.median:.2f}", an.all()])
+    phase_rows = [[PHASES[k], f"{c.Samples(v).median:.2f}", c.Samples(v).all()] for k, v in phases.items()]
     verdict = "met" if r <= GOAL else "missed"
     body = f"""
 Our `restore()` (new database; two data loaders following the file `restic dump` writes,
@@ -134,6 +138,13 @@ database without statistics is not ready for traffic): {r_an:.2f}×.
 Measured in the same run (median of {args.runs}); ours overlaps the fetch with loading the data:
 
 {c.md_table(["part", "median s", "all runs s"], part_rows)}
+
+### Ours, phase by phase
+
+Seconds from the start of the host script (after the manifest is read and the new database
+created) to the end of each phase, as `restore()` reports them in `phases`:
+
+{c.md_table(["phase ended", "median s", "all runs s"], phase_rows)}
 
 * {c.drop_caches_note()}
 """

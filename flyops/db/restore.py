@@ -89,12 +89,14 @@ def restore_script(fetch_argv: list[str], expected_bytes: int, restore_argv: lis
     those chunk ids. The manifest's SHA-256 of the whole stream is checked by `db.verify
     --level integrity` and by every drill. Any failure stops the fetch and leaves only the
     new database, which the caller drops; the target is never touched.
-    Prints rc_fetch, bytes, rc_list, rc_pre, rc_data (first non-zero loader), rc_restore.
+    Prints rc_fetch, bytes, rc_list, rc_pre, rc_data (first non-zero loader), rc_restore, and
+    t_start, t_toc, t_schema, t_data, t_fetched, t_post: when each phase ended (`phase_times`).
     """
     loaders = loaders or [[]]
     common = [a for a in restore_argv if not a.startswith("--jobs")]
     post_argv = [*restore_argv, "--section=post-data"]
     lines = [f"""\
+echo "t_start=${{EPOCHREALTIME/,/.}}"
 work=$(mktemp -d "${{TMPDIR:-/tmp}}/flyops-restore.XXXXXX") || exit 90
 trap 'kill "$fetch_pid" 2>/dev/null; rm -rf "$work"' EXIT
 : > "$work/dump" || exit 91
@@ -102,9 +104,11 @@ trap 'kill "$fetch_pid" 2>/dev/null; rm -rf "$work"' EXIT
 follow() {{ tail -c +1 -s 0.1 --pid="$fetch_pid" -f "$work/dump"; }}
 stop_fetch() {{ kill "$fetch_pid" 2>/dev/null; }}
 follow | {shlex.join([common[0], "--list"])} > "$work/toc" 2> "$work/pg_restore.err"; rc_list=${{PIPESTATUS[1]}}
+echo "t_toc=${{EPOCHREALTIME/,/.}}"
 rc_pre=skipped; rc_data=skipped
 if [ "$rc_list" = 0 ]; then
   follow | {shlex.join([*common, "--section=pre-data"])} 2>> "$work/pg_restore.err"; rc_pre=${{PIPESTATUS[1]}}
+  echo "t_schema=${{EPOCHREALTIME/,/.}}"
 fi
 : > "$work/others"
 """]
@@ -134,10 +138,12 @@ if [ "$rc_pre" = 0 ]; then
   rc_data=0
   for f in "$work"/rc.*; do r=$(cat "$f"); [ "$r" = 0 ] || rc_data=$r; done
   cat "$work"/data.*.err >> "$work/pg_restore.err" 2>/dev/null
+  echo "t_data=${{EPOCHREALTIME/,/.}}"
 else
   stop_fetch
 fi
 wait "$fetch_pid"; rc_fetch=$?
+echo "t_fetched=${{EPOCHREALTIME/,/.}}"
 bytes=$(stat -c %s "$work/dump")
 echo "rc_fetch=$rc_fetch"
 echo "bytes=$bytes"
@@ -147,6 +153,7 @@ echo "rc_data=$rc_data"
 if [ "$rc_fetch" = 0 ] && [ "$bytes" = {int(expected_bytes)} ] && [ "$rc_data" = 0 ]; then
   {shlex.join(post_argv)} "$work/dump" 2>> "$work/pg_restore.err"
   echo "rc_restore=$?"
+  echo "t_post=${{EPOCHREALTIME/,/.}}"
 elif [ "$rc_list" != 0 ]; then echo "rc_restore=$rc_list"
 elif [ "$rc_pre" != 0 ]; then echo "rc_restore=$rc_pre"
 elif [ "$rc_data" != 0 ]; then echo "rc_restore=$rc_data"
@@ -155,6 +162,23 @@ fi
 {{ echo "--- restic:"; tail -c 2000 "$work/restic.err"; echo "--- pg_restore:"; tail -c 3000 "$work/pg_restore.err" 2>/dev/null; }} >&2
 """)
     return "".join(lines)
+
+
+PHASES = {"toc": "table of contents read", "schema": "schema created", "data": "data loaded",
+          "fetched": "fetch complete", "post": "indexes and constraints built"}
+
+
+def phase_times(out: Mapping[str, str]) -> dict[str, float]:
+    """Seconds from the script's start to the end of each phase it reached (`t_*` lines)."""
+    try:
+        t0 = float(out["t_start"])
+    except (KeyError, ValueError):
+        return {}
+    times = {}
+    for key in PHASES:
+        with contextlib.suppress(KeyError, ValueError):
+            times[key] = round(float(out[f"t_{key}"]) - t0, 3)
+    return times
 
 
 def pg_restore_argv(tools: Tools, conninfo: str, jobs: int) -> list[str]:
@@ -266,7 +290,7 @@ def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url:
 
         result = {"backup_id": manifest["id"], "source_env": src_env, "database": new_db,
                   "previous_database": None, "pre_restore_backup": pre_restore["id"] if pre_restore else None,
-                  "manifest": manifest}
+                  "manifest": manifest, "phases": phase_times(out)}
         restored, new_db = new_db, None  # from here on the restored copy is kept, even if the swap fails
         if target_db is not None:
             old = f"{target_db[:35]}_pre_{ts}" if live else None

@@ -11,7 +11,7 @@ import pytest
 
 from flyops.db.backup import backup
 from flyops.db.config import Tools
-from flyops.db.restore import restore, split_tables
+from flyops.db.restore import phase_times, restore, split_tables
 from flyops.errors import OpsError
 from tests.db.conftest import fingerprints, source
 
@@ -58,6 +58,15 @@ def test_two_loaders_restore_matches_the_source(pg, two_tables_db, repo, lock_di
     assert split_tables(m["tables"], 2)[1]  # loader 1 really gets a table
     r = restore(m["id"], env="staging", repos={"staging": repo}, server_url=pg.url("postgres"), jobs=2)
     assert fingerprints(pg.url(r["database"]).reveal()) == fingerprints(pg.url(two_tables_db).reveal())
+    phases = r["phases"]  # when each phase ended, in the order the script runs them
+    assert list(phases) == ["toc", "schema", "data", "fetched", "post"]
+    assert 0 <= phases["toc"] <= phases["schema"] <= phases["data"] <= phases["fetched"] <= phases["post"]
+
+
+def test_phase_times_are_relative_to_the_start_and_skip_phases_not_reached():
+    out = {"t_start": "100.5", "t_toc": "101.0", "t_schema": "101.25", "rc_pre": "1"}
+    assert phase_times(out) == {"toc": 0.5, "schema": 0.75}
+    assert phase_times({"rc_fetch": "2"}) == {}
 
 
 def _wrapper(tmp_path: Path, name: str, body: str) -> str:
