@@ -51,10 +51,19 @@ _SIMPLE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 _TABLE_KEY = re.compile(r'^"((?:[^"]|"")*)"\."((?:[^"]|"")*)"$')
 
 
-def split_tables(tables: Mapping[str, int], jobs: int) -> list[list[tuple[str, str]]]:
+#: A loader other than the first is started only for at least this share of the rows: each one
+#: reads the whole stream up to its last table (pg_restore cannot seek in a stream), which costs
+#: about as much client CPU as the first loader's COPY, for no gain when its tables are small
+#: (pgbench: 550 rows beside 5 M; measured in bench/results/restore.md).
+MIN_LOADER_SHARE = 0.1
+
+
+def split_tables(tables: Mapping[str, int], jobs: int,
+                 min_share: float = MIN_LOADER_SHARE) -> list[list[tuple[str, str]]]:
     """Share the tables' data among `jobs` loaders by the manifest's row counts (greedy, largest
     first). Loader 0 also takes every other data entry (sequences, large objects, tables whose
-    names need quoting), so it is returned without a list: everything not named for 1..jobs-1."""
+    names need quoting), so it is returned without a list: everything not named for 1..jobs-1.
+    A loader left with less than `min_share` of all rows gets nothing (loader 0 takes them)."""
     loads = [0] * max(1, jobs)
     named: list[list[tuple[str, str]]] = [[] for _ in loads]
     simple: list[tuple[int, str, str]] = []
@@ -68,6 +77,10 @@ def split_tables(tables: Mapping[str, int], jobs: int) -> list[list[tuple[str, s
         i = min(range(len(loads)), key=lambda k: (loads[k], k))
         loads[i] += rows
         named[i].append((schema, table))
+    total = sum(loads)
+    for k in range(1, len(named)):
+        if loads[k] < min_share * total:
+            named[k] = []
     return [[] for _ in named[:1]] + named[1:]
 
 

@@ -25,9 +25,23 @@ def test_split_puts_the_biggest_tables_on_different_loaders():
 
 
 def test_names_that_need_quoting_stay_with_loader_zero():
-    tables = {'"Weird Schema"."Tâble"': 9_000_000, '"public"."a b"': 10, '"public"."big"': 100, '"public"."small"': 1}
+    tables = {'"Weird Schema"."Tâble"': 9_000_000, '"public"."a b"': 10, '"public"."big"': 2_000_000,
+              '"public"."small"': 1}
     # loader 0 starts with the 9 M rows it must take, so the simple tables go to loader 1
     assert split_tables(tables, 2) == [[], [("public", "big"), ("public", "small")]]
+
+
+def test_a_loader_for_a_sliver_of_the_rows_is_not_started():
+    pgbench = {'"public"."pgbench_accounts"': 5_000_000, '"public"."pgbench_tellers"': 500,
+               '"public"."pgbench_branches"': 50, '"public"."pgbench_history"': 0}
+    assert split_tables(pgbench, 2) == [[], []]  # one loader: the second would read 5 M rows for 550
+    assert split_tables(pgbench, 2, min_share=0) == [[], [("public", "pgbench_tellers"),
+                                                         ("public", "pgbench_branches"),
+                                                         ("public", "pgbench_history")]]
+    two_big = {'"public"."a"': 900, '"public"."b"': 150, '"public"."c"': 5}
+    assert split_tables(two_big, 2) == [[], [("public", "b"), ("public", "c")]]  # 155 of 1055 rows: 14.7 %
+    assert split_tables(two_big, 3) == [[], [("public", "b")], []]  # c alone is 0.5 %: loader 0 takes it
+    assert split_tables({'"public"."a"': 91, '"public"."b"': 9}, 2) == [[], []]  # 9 % is below the share
 
 
 def test_one_job_is_one_loader():
