@@ -5,9 +5,10 @@
 
 Seeds a source scratch cluster with `pgbench -i -s N`, takes one `backup()` into a local
 restic repository (untimed), then runs `flyops.db.drill.run_drill(target=LocalTarget())`
-`--runs` times: each drill provisions its own throwaway cluster (initdb + start), fetches the
-dump (`restic dump`, SHA-256 against the manifest), restores (`pg_restore -j 2` + ANALYZE),
-verifies (exact row counts etc. against the manifest) and tears down. Side by side, interleaved,
+`--runs` times: each drill provisions its own throwaway cluster (initdb + start), restores
+the way `db.restore` does (`restic dump` to a file the pg_restore loaders follow as it grows,
+a reader hashing it against the manifest's SHA-256, post-data `-j 2` + ANALYZE), verifies
+(exact row counts etc. against the manifest) and tears down. Side by side, interleaved,
 the bare equivalent: start a fresh scratch cluster and `pg_restore -j 2` a local
 `pg_dump -Fc -Z0` file into it (no fetch, no hash, no ANALYZE, no verification).
 """
@@ -21,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as c  # noqa: E402
 
 NAME = "drill"
-PHASES = ("provision", "fetch", "restore", "verify", "teardown")
+PHASES = ("provision", "restore", "verify", "teardown")
 
 
 def main() -> None:

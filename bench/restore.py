@@ -9,8 +9,8 @@ Ours = `flyops.db.restore.restore("latest", ...)` into a new database: read the 
 readers follow as it grows: the table of contents, pre-data, then the data loaders (up to
 `--jobs`, the largest tables on different loaders by the manifest's row counts; a loader is
 started only for at least 10 % of the rows, so pgbench's dump has one); once the file is
-complete with the manifest's byte count,
-`pg_restore -j 2 --section=post-data` from the file; then ANALYZE. All with `--no-owner --no-acl --exit-on-error`.
+complete with the manifest's byte count, `pg_restore -j 2 --section=post-data` from the file;
+then ANALYZE. All with `--no-owner --no-acl --exit-on-error`.
 Bare = `pg_restore` with the same flags and `-j 2` from a local `pg_dump -Fc -Z0` file of the
 same database into an empty database (the CREATE DATABASE is not timed for either). Goal: <= 1.15x.
 Context rows: the same from a default (gzip) `pg_dump -Fc` file, bare + ANALYZE, and the fetch

@@ -2,8 +2,10 @@
 
     select     latest | random | <id>  ->  the backup and its manifest
     provision  local: a ScratchCluster  |  fly: `fly postgres create` + `fly proxy`
-    fetch      `restic dump` to a local file, SHA-256 against the manifest
-    restore    `pg_restore --no-owner --no-acl --exit-on-error -j N` from that file
+    restore    the same streamed restore as `db.restore` (`restore.restore_script`): `restic
+               dump` to a local file that the pg_restore loaders follow as it grows, plus
+               a reader that hashes it: post-data runs only when the whole stream's SHA-256
+               is the manifest's; then ANALYZE. Its detail says when the fetch completed.
     verify     the restore-level checks of db.verify (exact facts + smoke SQL)
     teardown   always (try/finally), unless keep=True
 
@@ -13,8 +15,8 @@ Outcome and exit code: passed 0, verification failed 3, target missed 6 (restore
 interrupted 130, other failures their OpsError code. A JSON and a Markdown report are written
 in every case that got past selecting the backup.
 
-Signals: SIGINT and SIGTERM become KeyboardInterrupt while a drill runs. Long steps (fetch,
-restore) run in their own process group, polled from Python, so an interrupt kills them
+Signals: SIGINT and SIGTERM become KeyboardInterrupt while a drill runs. The long step (the
+streamed restore) runs in their own process group, polled from Python, so an interrupt kills them
 instead of waiting for them; `sh` may swallow a KeyboardInterrupt that lands while it waits
 for a short foreground command, so the handler also sets a flag checked between phases.
 Teardown itself runs with signals deferred, so a second Ctrl-C cannot strand a server.
@@ -47,7 +49,6 @@ from psycopg import sql as psql
 from flyops.db import pgconn
 from flyops.db.backup import (
     MANIFEST_FILE,
-    SHA256_FUNCTION,
     find_backup,
     list_backups,
     operator,
@@ -57,7 +58,7 @@ from flyops.db.backup import (
 from flyops.db.config import DEFAULT_TOOLS, RepoConfig, Tools
 from flyops.db.report import default_report_base, write_reports
 from flyops.db.restic import Repo
-from flyops.db.restore import missing_extensions, pg_restore_argv
+from flyops.db.restore import missing_extensions, pg_restore_argv, phase_times, restore_script, split_tables
 from flyops.db.scratch import ScratchCluster, find_pg_bindir
 from flyops.db.verify import Check, VerifyResult, check_restored
 from flyops.errors import (
@@ -74,7 +75,7 @@ from flyops.flyctl.commands import Call
 from flyops.hosts import RunResult, prepare
 from flyops.secret import Secret, redact
 
-PHASES_IN_RTO = ("provision", "fetch", "restore", "verify")
+PHASES_IN_RTO = ("provision", "restore", "verify")
 
 
 # -- signals ---------------------------------------------------------------------------------
@@ -160,26 +161,6 @@ def _kill_group(pgid: int) -> None:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(-pgid, os.WNOHANG)
             time.sleep(0.05)
-
-
-def fetch_script(fetch_argv: list[str], dest: Path) -> str:
-    """`restic dump` into `dest`, hashed on the way; prints rc_fetch, sha256, bytes (key=value lines)."""
-    d = shlex.quote(str(dest))
-    return (SHA256_FUNCTION
-            + f"{shlex.join(fetch_argv)} 2> {d}.err | tee {d} | sha256_of > {d}.sha\n"
-            "st=(\"${PIPESTATUS[@]}\")\n"
-            "rc=${st[0]}; [ \"${st[1]}\" = 0 ] || rc=\"tee:${st[1]}\"\n"
-            "echo \"rc_fetch=$rc\"\n"
-            f"echo \"sha256=$(cat {d}.sha)\"\n"
-            f"echo \"bytes=$(stat -c %s {d})\"\n"
-            f"tail -c 2000 {d}.err >&2; rm -f {d}.err {d}.sha\n")
-
-
-def pg_restore_script(restore_argv: list[str], dump: Path) -> str:
-    """pg_restore from a seekable file (needed for -j); prints rc_restore."""
-    return (f"{shlex.join([*restore_argv, str(dump)])} 2> {shlex.quote(str(dump))}.restore.err\n"
-            "echo \"rc_restore=$?\"\n"
-            f"tail -c 3000 {shlex.quote(str(dump))}.restore.err >&2\n")
 
 
 # -- targets ---------------------------------------------------------------------------------
@@ -532,31 +513,36 @@ def run_drill(*, env: str, repo_config: RepoConfig, backup: str = "latest", targ
                     result.restored = {"target": facts.get("target"), "database": db}
                 db_url = pgconn.with_dbname(server_url, db)
 
-                with _phase(result, "fetch", progress, signals) as ph:
-                    dump = work / "dump"
+                with _phase(result, "restore", progress, signals) as ph:
                     fetch_argv = repo.argv("dump", dump_snap["id"], "/" + manifest["file"])
-                    r = run_script_interruptibly(fetch_script(fetch_argv, dump), repo_config.secrets(), signals=signals)
+                    loaders = split_tables(manifest.get("tables", {}), jobs)
+                    script = restore_script(fetch_argv, int(manifest["bytes"]),
+                                            pg_restore_argv(tools, pgconn.conninfo_without_password(db_url), jobs),
+                                            loaders, expected_sha256=manifest["sha256"])
+                    r = run_script_interruptibly(f"export TMPDIR={shlex.quote(str(work))}\n" + script,
+                                                 {**repo_config.secrets(), **pgconn.libpq_secrets(server_url)},
+                                                 signals=signals)
                     out = parse_kv(r.stdout)
                     result.fetched = {"sha256": out.get("sha256"), "bytes": int(out.get("bytes") or 0)}
-                    if out.get("rc_fetch") != "0":
+                    tail = " ".join(r.stderr.split())[-600:]
+                    if out.get("rc_fetch") not in ("0", "143"):  # 143: stopped by us after a loader failed
                         raise OpsError(f"restic dump of {manifest['id']} failed (exit {out.get('rc_fetch')}): "
-                                       f"{' '.join(r.stderr.split())[-400:]}", code=ExitCode.VERIFY_FAILED)
-                    if out.get("sha256") != manifest["sha256"]:
+                                       f"{tail}", code=ExitCode.VERIFY_FAILED)
+                    if out.get("rc_fetch") == "0" and out.get("sha256") != manifest["sha256"]:
                         raise VerificationFailed(f"fetched dump SHA-256 {out.get('sha256')} does not match the "
                                                  f"manifest's {manifest['sha256']}")
-                    ph.detail = f"{result.fetched['bytes']} bytes, SHA-256 matches the manifest"
-
-                with _phase(result, "restore", progress, signals) as ph:
-                    argv = pg_restore_argv(tools, pgconn.conninfo_without_password(db_url), jobs)
-                    r = run_script_interruptibly(pg_restore_script(argv, dump), pgconn.libpq_secrets(server_url),
-                                                 signals=signals)
-                    rc = parse_kv(r.stdout).get("rc_restore")
-                    if rc != "0":
-                        raise OpsError(f"pg_restore failed (exit {rc}): {' '.join(r.stderr.split())[-600:]}",
+                    if out.get("rc_restore") != "0":
+                        raise OpsError(f"pg_restore failed (exit {out.get('rc_restore')}): {tail}",
                                        code=ExitCode.VERIFY_FAILED)
                     with pgconn.connect(db_url) as c:
                         c.execute("ANALYZE")
-                    ph.detail = f"pg_restore --no-owner --no-acl --exit-on-error -j {jobs}"
+                    t = phase_times(out)
+                    n = 1 + sum(1 for lst in loaders[1:] if lst)
+                    ph.detail = (f"streamed: {result.fetched['bytes']} bytes fetched by {t.get('fetched', 0):.1f} s, "
+                                 f"SHA-256 matches the manifest; data loaded by {t.get('data', 0):.1f} s "
+                                 f"({n} loader{'s' if n > 1 else ''}); indexes and constraints by "
+                                 f"{t.get('post', 0):.1f} s (pg_restore --no-owner --no-acl --exit-on-error, "
+                                 f"post-data -j {jobs}); then ANALYZE")
 
                 with _phase(result, "verify", progress, signals) as ph:
                     v = VerifyResult(level="restore", env=env, backup_id=manifest["id"],

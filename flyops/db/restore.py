@@ -23,6 +23,7 @@ from psycopg import sql
 
 from flyops.db import pgconn
 from flyops.db.backup import (
+    SHA256_FUNCTION,
     backup,
     check_versions,
     client_version,
@@ -85,7 +86,7 @@ def split_tables(tables: Mapping[str, int], jobs: int,
 
 
 def restore_script(fetch_argv: list[str], expected_bytes: int, restore_argv: list[str],
-                   loaders: list[list[tuple[str, str]]] | None = None) -> str:
+                   loaders: list[list[tuple[str, str]]] | None = None, expected_sha256: str | None = None) -> str:
     """Fetch the dump and load it at the same time, then finish from the complete local file.
 
     `restic dump` writes the temp file; readers follow the growing file (`tail -f --pid`):
@@ -97,11 +98,13 @@ def restore_script(fetch_argv: list[str], expected_bytes: int, restore_argv: lis
     manifest's byte count, `pg_restore -j N --section=post-data` builds indexes and constraints
     in parallel from the file (parallel restore needs a seekable file).
 
-    The fetched bytes are not hashed again here: restic checks every chunk against its SHA-256
-    id and MAC while it reads, and the manifest names the dump's snapshot, whose id chains to
-    those chunk ids. The manifest's SHA-256 of the whole stream is checked by `db.verify
-    --level integrity` and by every drill. Any failure stops the fetch and leaves only the
-    new database, which the caller drops; the target is never touched.
+    `db.restore` does not hash the fetched bytes again: restic checks every chunk against its
+    SHA-256 id and MAC while it reads, and the manifest names the dump's snapshot, whose id
+    chains to those chunk ids. A drill does (`expected_sha256`): one more reader hashes the
+    growing file, and post-data runs only when the whole stream's SHA-256 is the manifest's
+    (prints sha256; rc_restore=sha when it differs). `db.verify --level integrity` checks it
+    too. Any failure stops the fetch and leaves only the new database, which the caller drops;
+    the target is never touched.
     Prints rc_fetch, bytes, rc_list, rc_pre, rc_data (first non-zero loader), rc_restore, and
     t_start, t_toc, t_schema, t_data, t_fetched, t_post: when each phase ended (`phase_times`).
     """
@@ -116,6 +119,15 @@ trap 'kill "$fetch_pid" 2>/dev/null; rm -rf "$work"' EXIT
 {shlex.join(fetch_argv)} > "$work/dump" 2> "$work/restic.err" & fetch_pid=$!
 follow() {{ tail -c +1 -s 0.1 --pid="$fetch_pid" -f "$work/dump"; }}
 stop_fetch() {{ kill "$fetch_pid" 2>/dev/null; }}
+expected_sha=; sha=
+sha_matches() {{ [ -z "$expected_sha" ] || [ "$sha" = "$expected_sha" ]; }}
+"""]
+    if expected_sha256:
+        lines.append(SHA256_FUNCTION + f"""\
+expected_sha={shlex.quote(expected_sha256)}
+follow | sha256_of > "$work/sha" & sha_pid=$!
+""")
+    lines.append(f"""\
 follow | {shlex.join([common[0], "--list"])} > "$work/toc" 2> "$work/pg_restore.err"; rc_list=${{PIPESTATUS[1]}}
 echo "t_toc=${{EPOCHREALTIME/,/.}}"
 rc_pre=skipped; rc_data=skipped
@@ -124,7 +136,7 @@ if [ "$rc_list" = 0 ]; then
   echo "t_schema=${{EPOCHREALTIME/,/.}}"
 fi
 : > "$work/others"
-"""]
+""")
     for i, tables in enumerate(loaders[1:], start=1):
         if not tables:
             continue
@@ -158,18 +170,20 @@ fi
 wait "$fetch_pid"; rc_fetch=$?
 echo "t_fetched=${{EPOCHREALTIME/,/.}}"
 bytes=$(stat -c %s "$work/dump")
+[ -z "${{sha_pid:-}}" ] || {{ wait "$sha_pid"; sha=$(cat "$work/sha"); echo "sha256=$sha"; }}
 echo "rc_fetch=$rc_fetch"
 echo "bytes=$bytes"
 echo "rc_list=$rc_list"
 echo "rc_pre=$rc_pre"
 echo "rc_data=$rc_data"
-if [ "$rc_fetch" = 0 ] && [ "$bytes" = {int(expected_bytes)} ] && [ "$rc_data" = 0 ]; then
+if [ "$rc_fetch" = 0 ] && [ "$bytes" = {int(expected_bytes)} ] && [ "$rc_data" = 0 ] && sha_matches; then
   {shlex.join(post_argv)} "$work/dump" 2>> "$work/pg_restore.err"
   echo "rc_restore=$?"
   echo "t_post=${{EPOCHREALTIME/,/.}}"
 elif [ "$rc_list" != 0 ]; then echo "rc_restore=$rc_list"
 elif [ "$rc_pre" != 0 ]; then echo "rc_restore=$rc_pre"
 elif [ "$rc_data" != 0 ]; then echo "rc_restore=$rc_data"
+elif [ "$rc_fetch" = 0 ] && ! sha_matches; then echo "rc_restore=sha"
 else echo "rc_restore=skipped"
 fi
 {{ echo "--- restic:"; tail -c 2000 "$work/restic.err"; echo "--- pg_restore:"; tail -c 3000 "$work/pg_restore.err" 2>/dev/null; }} >&2

@@ -65,14 +65,15 @@ def test_drill_on_a_fresh_backup_passes_and_writes_both_reports(sample_backup, t
     assert result.outcome == "passed", result.error
     assert result.exit_code == ExitCode.OK
     result.raise_for_outcome()  # no exception
-    assert [p.name for p in result.phases] == ["provision", "fetch", "restore", "verify", "teardown"]
+    assert [p.name for p in result.phases] == ["provision", "restore", "verify", "teardown"]
+    assert "SHA-256 matches the manifest" in result.phases[1].detail  # the streamed restore hashed the stream
     assert all(p.ok for p in result.phases)
     assert result.backup["id"] == manifest["id"]
     assert result.fetched["sha256"] == manifest["sha256"]
     assert result.restored["tables"] == len(SAMPLE_COUNTS)
     assert result.restored["rows"] == sum(SAMPLE_COUNTS.values())
     assert result.rto_met is True and result.rpo_met is True
-    assert result.rto_measured == pytest.approx(sum(p.seconds for p in result.phases[:4]), rel=0.5)
+    assert result.rto_measured == pytest.approx(sum(p.seconds for p in result.phases[:3]), rel=0.5)
 
     json_path, md_path = map(Path, result.reports)
     assert json_path.parent == tmp_path / "var" / "drills" / ENV
@@ -118,7 +119,8 @@ def test_truncated_repository_data_fails_with_exit_3(sample_backup, tmp_path):
     result = run_drill(env=ENV, repo_config=config, report_base=tmp_path / "r", work_dir=tmp_path)
     assert result.outcome == "failed"
     assert result.exit_code == ExitCode.VERIFY_FAILED == 3
-    assert result.phases[1].name == "fetch" and not result.phases[1].ok
+    assert result.phases[1].name == "restore" and not result.phases[1].ok
+    assert "restic dump" in result.error  # the fetch failed, not pg_restore
     assert json.loads((tmp_path / "r.json").read_text())["exit_code"] == 3
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("flyops-")] == []
 

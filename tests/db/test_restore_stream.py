@@ -9,10 +9,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from flyops.db.backup import backup
-from flyops.db.config import Tools
-from flyops.db.restore import phase_times, restore, split_tables
+from flyops.db import pgconn
+from flyops.db.backup import backup, parse_kv
+from flyops.db.config import DEFAULT_TOOLS, Tools
+from flyops.db.restic import Repo
+from flyops.db.restore import pg_restore_argv, phase_times, restore, restore_script, split_tables
 from flyops.errors import OpsError
+from flyops.hosts import LocalHost
 from tests.db.conftest import fingerprints, source
 
 
@@ -121,3 +124,24 @@ def test_a_loader_failing_stops_the_fetch_and_drops_the_new_database(pg, two_tab
                 tools=Tools(pg_restore=pg_restore))
     assert marker.exists()
     assert _databases(pg) == before
+
+
+def test_a_stream_whose_sha256_is_not_the_expected_one_gets_no_post_data(pg, two_tables_db, repo, lock_dir, make_db):
+    m = backup(source(pg, two_tables_db), repo, lock_dir=lock_dir)
+
+    def run(expected: str) -> tuple[dict, int]:
+        db = make_db("shacheck")
+        url = pg.url(db)
+        script = restore_script(Repo(repo, LocalHost()).argv("dump", m["restic_snapshot"], "/" + m["file"]),
+                                m["bytes"], pg_restore_argv(DEFAULT_TOOLS, pgconn.conninfo_without_password(url), 2),
+                                split_tables(m["tables"], 2), expected_sha256=expected)
+        r = LocalHost().run_script(script, {**repo.secrets(), **pgconn.libpq_secrets(url)})
+        with psycopg.connect(url.reveal()) as c:
+            indexes = c.execute("SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'").fetchone()[0]
+        return parse_kv(r.stdout), indexes
+
+    out, indexes = run("0" * 64)
+    assert out["sha256"] == m["sha256"] and out["rc_fetch"] == "0" and out["rc_data"] == "0"
+    assert out["rc_restore"] == "sha" and indexes == 0  # the data loaded, but no post-data on a mismatch
+    out, indexes = run(m["sha256"])
+    assert out["rc_restore"] == "0" and indexes == 3  # the primary keys of a, b and c

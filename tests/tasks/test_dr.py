@@ -30,7 +30,7 @@ def test_demo_runs_the_whole_main_job_and_cleans_up(ops):
     assert report["outcome"] == "passed"
     assert report["rto"]["met"] and report["rpo"]["met"]
     phases = [p["name"] for p in report["phases"]]
-    assert phases[:4] == ["provision", "fetch", "restore", "verify"]
+    assert phases[:4] == ["provision", "restore", "verify", "teardown"]
     assert list((ops.root / "var/demo").iterdir()) == []  # the repository was removed
     assert list((ops.root / "var/drills/demo").glob("*.md"))
     assert _scratch_clusters() <= before  # no server, no folder left behind
