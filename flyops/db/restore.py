@@ -106,7 +106,8 @@ def restore_script(fetch_argv: list[str], expected_bytes: int, restore_argv: lis
     too. Any failure stops the fetch and leaves only the new database, which the caller drops;
     the target is never touched.
     Prints rc_fetch, bytes, rc_list, rc_pre, rc_data (first non-zero loader), rc_restore, and
-    t_start, t_toc, t_schema, t_data, t_fetched, t_post: when each phase ended (`phase_times`).
+    t_start, t_toc, t_schema, t_fetched (when restic exited), t_data, t_post: when each phase
+    ended (`phase_times`).
     """
     loaders = loaders or [[]]
     common = [a for a in restore_argv if not a.startswith("--jobs")]
@@ -119,6 +120,7 @@ trap 'kill "$fetch_pid" 2>/dev/null; rm -rf "$work"' EXIT
 {shlex.join(fetch_argv)} > "$work/dump" 2> "$work/restic.err" & fetch_pid=$!
 follow() {{ tail -c +1 -s 0.1 --pid="$fetch_pid" -f "$work/dump"; }}
 stop_fetch() {{ kill "$fetch_pid" 2>/dev/null; }}
+{{ tail -s 0.1 --pid="$fetch_pid" -f /dev/null; echo "${{EPOCHREALTIME/,/.}}" > "$work/fetched_at"; }} & watch_pid=$!
 expected_sha=; sha=
 sha_matches() {{ [ -z "$expected_sha" ] || [ "$sha" = "$expected_sha" ]; }}
 """]
@@ -168,7 +170,7 @@ else
   stop_fetch
 fi
 wait "$fetch_pid"; rc_fetch=$?
-echo "t_fetched=${{EPOCHREALTIME/,/.}}"
+wait "$watch_pid"; echo "t_fetched=$(cat "$work/fetched_at")"
 bytes=$(stat -c %s "$work/dump")
 [ -z "${{sha_pid:-}}" ] || {{ wait "$sha_pid"; sha=$(cat "$work/sha"); echo "sha256=$sha"; }}
 echo "rc_fetch=$rc_fetch"
@@ -191,8 +193,8 @@ fi
     return "".join(lines)
 
 
-PHASES = {"toc": "table of contents read", "schema": "schema created", "data": "data loaded",
-          "fetched": "fetch complete", "post": "indexes and constraints built"}
+PHASES = {"toc": "table of contents read", "schema": "schema created", "fetched": "fetch complete",
+          "data": "data loaded", "post": "indexes and constraints built"}
 
 
 def phase_times(out: Mapping[str, str]) -> dict[str, float]:
@@ -206,6 +208,12 @@ def phase_times(out: Mapping[str, str]) -> dict[str, float]:
         with contextlib.suppress(KeyError, ValueError):
             times[key] = round(float(out[f"t_{key}"]) - t0, 3)
     return times
+
+
+def restore_timeline(phases: Mapping[str, float]) -> str:
+    """One line for a terminal: 'schema at 0.8 s, fetch complete at 6.8 s, ...'."""
+    marks = sorted((v, k) for k, v in phases.items() if k in PHASES and k != "toc")
+    return ", ".join(f"{PHASES[k]} at {v:.1f} s" for v, k in marks)
 
 
 def pg_restore_argv(tools: Tools, conninfo: str, jobs: int) -> list[str]:

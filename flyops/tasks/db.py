@@ -158,7 +158,7 @@ def restore(ctx, env, backup="latest", to="scratch", confirm=None, jobs=None, on
     """Restore a backup into a new database; over a live one only with --confirm NAME (swap by rename)."""
     from flyops.db import pgconn
     from flyops.db import settings as from_stack
-    from flyops.db.restore import parse_ref
+    from flyops.db.restore import parse_ref, restore_timeline
     from flyops.db.restore import restore as restore_core
 
     stack = stack_for(env)
@@ -193,6 +193,8 @@ def restore(ctx, env, backup="latest", to="scratch", confirm=None, jobs=None, on
         return
     out = console()
     out.print(f"restored {result['source_env']}::{result['backup_id']} into database {result['database']!r}")
+    if result.get("phases"):
+        out.print("  " + restore_timeline(result["phases"]))
     if result.get("previous_database"):
         out.print(f"  the replaced database is kept as {result['previous_database']!r} (drop it when satisfied)")
     if result.get("pre_restore_backup"):

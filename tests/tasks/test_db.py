@@ -48,6 +48,7 @@ def test_backup_list_restore_prune_round_trip(local, pg):
     assert restored.returncode == 0, restored.stderr
     out = json.loads(restored.stdout)
     assert out["database"].startswith(local.db) and "_restore_" in out["database"]
+    assert set(out["phases"]) == {"toc", "schema", "data", "fetched", "post"}  # seconds into the streamed restore
     assert pg.psql("SELECT count(*) FROM users", dbname=out["database"]) == pg.psql("SELECT count(*) FROM users", dbname=local.db)
 
     pr = local.inv("db.prune", "--env", "local")
@@ -60,6 +61,9 @@ def test_restore_over_live_needs_confirm(local, pg):
     assert local.inv("db.backup", "--env", "local").returncode == 0
     refused = local.inv("db.restore", "--env", "local", "--to", local.url)
     assert refused.returncode == 5 and f"--confirm {local.db}" in refused.stderr
+    text = local.inv("db.restore", "--env", "local")  # into a new database, for a person at a terminal
+    assert text.returncode == 0, text.stderr
+    assert "schema created at" in text.stdout and "indexes and constraints built at" in text.stdout
     ok = local.inv("db.restore", "--env", "local", "--to", local.url, "--confirm", local.db, "--json")
     assert ok.returncode == 0, ok.stderr
     out = json.loads(ok.stdout)
