@@ -340,7 +340,11 @@ def run_waves(
     before: dict[str, dict[str, Any]],
     say: Say,
 ) -> list[AppResult]:
-    """Deploy wave by wave; each wave's apps concurrently. A failure starts nothing later."""
+    """Deploy wave by wave; each wave's apps concurrently. A failure starts nothing later.
+
+    Ctrl-C or SIGTERM (KeyboardInterrupt here) starts nothing new but lets the deploys in flight
+    finish, so no app is left with some machines updated and some not; it says so, because
+    that wait can take minutes. The caller's `finally` then gives the deploy lock back."""
     results = {c: AppResult(c, s.app, s.kind, before=(before.get(c) or {}).get("Version") or None)
                for c, s in steps.items()}
     lock = threading.Lock()
@@ -378,7 +382,16 @@ def run_waves(
 
     for wave in plan:
         with ThreadPoolExecutor(max_workers=max(1, len(wave))) as pool:
-            list(pool.map(one, wave))
+            futures = {c: pool.submit(one, c) for c in wave}
+            try:
+                for f in futures.values():
+                    f.result()
+            except KeyboardInterrupt:
+                running = [c for c, f in futures.items() if not f.done()]
+                with lock:
+                    say(f"  stopping: nothing new starts; waiting for the {len(running)} deploy(s) in flight "
+                        f"({', '.join(running)}) to finish, so none is left half-rolled")
+                raise
         if any(results[c].outcome == "failed" for c in wave):
             break
     return [results[c] for wave in plan for c in wave]

@@ -235,3 +235,48 @@ def test_dry_deploy_reads_prints_the_deploys_and_changes_nothing(ops):
     assert p.stderr.count("[dry] fly deploy ") == 6
     assert "[dry] audit: deploy:" in p.stderr
     assert _mutations(ops) == []
+
+
+def _apps(ops: DeployEnv) -> set[str]:
+    return {a["Name"] for a in ops.fly_json("apps", "list")}
+
+
+def _processes_of(home) -> list[list[str]]:
+    """argv of the live processes whose environment points at this test's stand-in state folder."""
+    import os
+    from pathlib import Path
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                if f"FAKEFLY_HOME={home}".encode() in (d / "environ").read_bytes().split(b"\0"):
+                    found.append([a.decode() for a in (d / "cmdline").read_bytes().split(b"\0") if a])
+            except OSError:
+                continue
+    return found
+
+
+def _flyctl_deploys_running(home) -> int:
+    return sum(1 for argv in _processes_of(home)
+               if "deploy" in argv and "--build-only" not in argv and any(a.endswith("flyctl") for a in argv))
+
+
+def test_sigterm_during_a_deploy_lets_the_wave_in_flight_finish_then_gives_the_lock_back(ops):
+    import signal
+    import time
+    p = ops.popen("deploy", "--env", "staging", FAKEFLY_DEPLOY_LATENCY_MS="8000")  # every deploy call takes 8 s
+    deadline = time.monotonic() + 60
+    while _flyctl_deploys_running(ops.home) < 4:  # the four stores' deploy calls, in flight at once
+        assert p.poll() is None, p.communicate()
+        assert time.monotonic() < deadline, "the stores' deploys never started"
+        time.sleep(0.05)
+    assert "my-app-lock-staging" in _apps(ops)  # under the lock
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "interrupted" in err, err
+    assert "stopping: nothing new starts; waiting for the 4 deploy(s) in flight" in err  # progress is on stderr
+    deployed = {_app_of(r) for r in _deploys(ops)}
+    assert deployed == {ops.app(c) for c in STORES}  # the wave in flight finished...
+    assert "my-app-staging-worker" not in deployed and "my-app-staging-web" not in deployed  # ...nothing later began
+    assert "my-app-lock-staging" not in _apps(ops)  # the lock was given back
+    assert _processes_of(ops.home) == []  # and no flyctl call goes on behind our back
