@@ -14,13 +14,15 @@ then ANALYZE. All with `--no-owner --no-acl --exit-on-error`.
 Bare = `pg_restore` with the same flags and `-j 2` from a local `pg_dump -Fc -Z0` file of the
 same database into an empty database created untimed just before; ours creates its database
 inside `restore()`, so that is in its time. Goal: <= 1.15x.
-Context rows: the same from a default (gzip) `pg_dump -Fc` file, bare + ANALYZE, and the fetch
-on its own (what ours overlaps with loading the data).
+Context rows: the same from a default (gzip) `pg_dump -Fc` file, bare + ANALYZE, the fetch
+on its own (what ours overlaps with loading the data), and a control: ours with the dump's
+`restic dump` replaced by `cat` of the same bytes (what the fetch's restic process costs).
 """
 
 from __future__ import annotations
 
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -44,7 +46,7 @@ def main() -> None:
 
 def run(args, pg, work: Path) -> None:
     from flyops.db.backup import backup
-    from flyops.db.config import BackupSource
+    from flyops.db.config import BackupSource, Tools
     from flyops.db.restore import PHASES, restore
 
     facts = c.machine_facts(pg)
@@ -78,14 +80,29 @@ def run(args, pg, work: Path) -> None:
             return t[0]
         return go
 
-    def ours() -> float:
-        with c.stopwatch() as t:
-            r = restore("latest", env=c.BENCH_ENV, repos={c.BENCH_ENV: c.repo_config(repo)}, server_url=pg.url(),
-                        jobs=2, lock_dir=lock_dir)
-        c.drop_db(pg, r["database"])
-        for k, v in r["phases"].items():
-            phases.setdefault(k, []).append(v)
-        return t[0]
+    def ours(tools: Tools | None = None):
+        def go() -> float:
+            with c.stopwatch() as t:
+                r = restore("latest", env=c.BENCH_ENV, repos={c.BENCH_ENV: c.repo_config(repo)},
+                            server_url=pg.url(), jobs=2, lock_dir=lock_dir, tools=tools or Tools())
+            c.drop_db(pg, r["database"])
+            if tools is None:
+                for k, v in r["phases"].items():
+                    phases.setdefault(k, []).append(v)
+            return t[0]
+        return go
+
+    # Control: the same restore() with the dump's `restic dump` replaced by `cat` of the very bytes
+    # it returns (fetched once, untimed); the manifest is still read with restic. Ours minus this
+    # is what the fetch's restic process costs, key derivation and CPU together.
+    fetched = work / "fetched-once.dump"
+    c.run(["bash", "-c", shlex.join(["restic", "--repo", str(repo), "--no-cache", "dump", manifest["restic_snapshot"],
+                                     "/" + manifest["file"]]) + f" > {shlex.quote(str(fetched))}"], env=c.restic_env())
+    real_restic = shutil.which("restic") or "restic"
+    cat_restic = work / "restic-dump-is-cat"
+    cat_restic.write_text(f'#!/bin/bash\nif [[ " $* " == *" dump "* && "$*" != *manifest.json* ]]; then\n'
+                          f'  exec cat {shlex.quote(str(fetched))}\nfi\nexec {shlex.quote(real_restic)} "$@"\n')
+    cat_restic.chmod(0o755)
 
     def fetch_parts() -> float:
         out = work / "fetched.dump"
@@ -102,7 +119,8 @@ def run(args, pg, work: Path) -> None:
 
     variants = {
         "bare `pg_restore -j 2` (-Z0 file)": bare(z0, with_analyze=True),
-        "ours `restore()`": ours,
+        "ours `restore()`": ours(),
+        "control: ours with the fetch's restic replaced by `cat`": ours(Tools(restic=str(cat_restic))),
         "bare `pg_restore -j 2` (gzip file)": bare(gz),
         "fetch only (restic dump > file)": fetch_parts,
     }
