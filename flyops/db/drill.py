@@ -16,8 +16,8 @@ interrupted 130, other failures their OpsError code. A JSON and a Markdown repor
 in every case that got past selecting the backup.
 
 Signals: SIGINT and SIGTERM become KeyboardInterrupt while a drill runs. The long step (the
-streamed restore) runs in their own process group, polled from Python, so an interrupt kills them
-instead of waiting for them; `sh` may swallow a KeyboardInterrupt that lands while it waits
+streamed restore) runs in its own process group, polled from Python, so an interrupt kills it
+instead of waiting for it; `sh` may swallow a KeyboardInterrupt that lands while it waits
 for a short foreground command, so the handler also sets a flag checked between phases.
 Teardown itself runs with signals deferred, so a second Ctrl-C cannot strand a server.
 
@@ -58,7 +58,7 @@ from flyops.db.backup import (
 from flyops.db.config import DEFAULT_TOOLS, RepoConfig, Tools
 from flyops.db.report import default_report_base, write_reports
 from flyops.db.restic import Repo
-from flyops.db.restore import missing_extensions, pg_restore_argv, phase_times, restore_script, split_tables
+from flyops.db.restore import manifest_restore_script, missing_extensions, phase_times, split_tables
 from flyops.db.scratch import ScratchCluster, find_pg_bindir
 from flyops.db.verify import Check, VerifyResult, check_restored
 from flyops.errors import (
@@ -514,11 +514,8 @@ def run_drill(*, env: str, repo_config: RepoConfig, backup: str = "latest", targ
                 db_url = pgconn.with_dbname(server_url, db)
 
                 with _phase(result, "restore", progress, signals) as ph:
-                    fetch_argv = repo.argv("dump", dump_snap["id"], "/" + manifest["file"])
-                    loaders = split_tables(manifest.get("tables", {}), jobs)
-                    script = restore_script(fetch_argv, int(manifest["bytes"]),
-                                            pg_restore_argv(tools, pgconn.conninfo_without_password(db_url), jobs),
-                                            loaders, expected_sha256=manifest["sha256"])
+                    script = manifest_restore_script(repo, dump_snap["id"], manifest, tools, db_url, jobs,
+                                                     expected_sha256=manifest["sha256"])
                     r = run_script_interruptibly(f"export TMPDIR={shlex.quote(str(work))}\n" + script,
                                                  {**repo_config.secrets(), **pgconn.libpq_secrets(server_url)},
                                                  signals=signals)
@@ -537,7 +534,7 @@ def run_drill(*, env: str, repo_config: RepoConfig, backup: str = "latest", targ
                     with pgconn.connect(db_url) as c:
                         c.execute("ANALYZE")
                     t = phase_times(out)
-                    n = 1 + sum(1 for lst in loaders[1:] if lst)
+                    n = 1 + sum(1 for lst in split_tables(manifest.get("tables", {}), jobs)[1:] if lst)
                     ph.detail = (f"streamed: {result.fetched['bytes']} bytes fetched by {t.get('fetched', 0):.1f} s, "
                                  f"SHA-256 matches the manifest; data loaded by {t.get('data', 0):.1f} s "
                                  f"({n} loader{'s' if n > 1 else ''}); indexes and constraints by "

@@ -193,6 +193,16 @@ fi
     return "".join(lines)
 
 
+def manifest_restore_script(repo: Repo, dump_snapshot: str, manifest: Mapping, tools: Tools, db_url: Secret,
+                            jobs: int, expected_sha256: str | None = None) -> str:
+    """`restore_script` for a backup: its dump snapshot fetched with `repo`, loaded into the
+    database at `db_url` (password left out of argv: it travels as PGPASSWORD on stdin), its
+    tables shared among loaders by the manifest's row counts. Used by `restore` and the drill."""
+    return restore_script(repo.argv("dump", dump_snapshot, "/" + manifest["file"]), int(manifest["bytes"]),
+                          pg_restore_argv(tools, pgconn.conninfo_without_password(db_url), jobs),
+                          split_tables(manifest.get("tables", {}), jobs), expected_sha256=expected_sha256)
+
+
 PHASES = {"toc": "table of contents read", "schema": "schema created", "fetched": "fetch complete",
           "data": "data loaded", "post": "indexes and constraints built"}
 
@@ -303,9 +313,7 @@ def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url:
                 if ext.get("schema") == "public":  # other schemas do not exist yet; pg_restore creates those
                     c.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA public")
                               .format(sql.Identifier(ext["name"])))
-        script = restore_script(repo.argv("dump", dump_snapshot, "/" + manifest["file"]), int(manifest["bytes"]),
-                                pg_restore_argv(tools, pgconn.conninfo_without_password(new_url), jobs),
-                                split_tables(manifest.get("tables", {}), jobs))
+        script = manifest_restore_script(repo, dump_snapshot, manifest, tools, new_url, jobs)
         r = host.run_script(script, {**repos[src_env].secrets(), **pgconn.libpq_secrets(server_url)})
         out = parse_kv(r.stdout)
         tail = "\n".join(r.stderr.strip().splitlines()[-10:])

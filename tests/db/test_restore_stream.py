@@ -13,7 +13,7 @@ from flyops.db import pgconn
 from flyops.db.backup import backup, parse_kv
 from flyops.db.config import DEFAULT_TOOLS, Tools
 from flyops.db.restic import Repo
-from flyops.db.restore import pg_restore_argv, phase_times, restore, restore_script, split_tables
+from flyops.db.restore import manifest_restore_script, phase_times, restore, split_tables
 from flyops.errors import OpsError
 from flyops.hosts import LocalHost
 from tests.db.conftest import fingerprints, source
@@ -133,9 +133,8 @@ def test_a_stream_whose_sha256_is_not_the_expected_one_gets_no_post_data(pg, two
     def run(expected: str) -> tuple[dict, int]:
         db = make_db("shacheck")
         url = pg.url(db)
-        script = restore_script(Repo(repo, LocalHost()).argv("dump", m["restic_snapshot"], "/" + m["file"]),
-                                m["bytes"], pg_restore_argv(DEFAULT_TOOLS, pgconn.conninfo_without_password(url), 2),
-                                split_tables(m["tables"], 2), expected_sha256=expected)
+        script = manifest_restore_script(Repo(repo, LocalHost()), m["restic_snapshot"], m, DEFAULT_TOOLS, url, 2,
+                                         expected_sha256=expected)
         r = LocalHost().run_script(script, {**repo.secrets(), **pgconn.libpq_secrets(url)})
         with psycopg.connect(url.reveal()) as c:
             indexes = c.execute("SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'").fetchone()[0]

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
+from pathlib import Path
 
 import pytest
 
@@ -243,8 +247,6 @@ def _apps(ops: DeployEnv) -> set[str]:
 
 def _processes_of(home) -> list[list[str]]:
     """argv of the live processes whose environment points at this test's stand-in state folder."""
-    import os
-    from pathlib import Path
     found = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit() and int(d.name) != os.getpid():
@@ -262,8 +264,6 @@ def _flyctl_deploys_running(home) -> int:
 
 
 def test_sigterm_during_a_deploy_lets_the_wave_in_flight_finish_then_gives_the_lock_back(ops):
-    import signal
-    import time
     p = ops.popen("deploy", "--env", "staging", FAKEFLY_DEPLOY_LATENCY_MS="8000")  # every deploy call takes 8 s
     deadline = time.monotonic() + 60
     while _flyctl_deploys_running(ops.home) < 4:  # the four stores' deploy calls, in flight at once
