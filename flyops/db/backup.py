@@ -79,8 +79,11 @@ def try_advisory_lock(conn, env: str) -> None:
 # -- script builders (pure) -----------------------------------------------------------------
 
 
-def dump_filename(db: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", db) + ".dump"
+#: The dump's name inside its restic snapshot. One name for every database, so that a restore
+#: can start `restic dump` before the manifest (which names the database) is read; the
+#: database's name is in the manifest. Backups taken before this were named `<db>.dump`,
+#: which the manifest's `file` records, and restore reads them as before.
+DUMP_FILE = "database.dump"
 
 
 def pg_dump_argv(tools: Tools, conninfo: str, snapshot: str | None) -> list[str]:
@@ -234,7 +237,7 @@ def _backup_locked(source: BackupSource, session_url: Secret, repo_config: RepoC
         # stays in that transaction until pg_dump ends; the counts run on it in a thread while
         # pg_dump streams, so the server counts and dumps at once instead of one after the other.
         facts_job = facts_pool.submit(database_facts, conn)
-        filename = dump_filename(db)
+        filename = DUMP_FILE
         tags = ["part=dump", f"id={backup_id}", f"env={source.env}", f"kind={kind}"]
         script = backup_script(pg_dump_argv(tools, pgconn.conninfo_without_password(source.url), snapshot),
                                repo.backup_argv(filename, tags, source.env))

@@ -4,7 +4,7 @@ Every restic call is a one-line script run by `host.run_script` with RESTIC_PASS
 keys) on stdin, so a local run and `--on user@host` behave the same. Snapshot tags (all start
 with `flyops`) tie things together:
 
-    part=dump       the pg_dump stream (file /<db>.dump)
+    part=dump       the pg_dump stream (file /database.dump; /<db>.dump before 2026-12)
     part=manifest   the manifest JSON (file /manifest.json); written only after the dump
                     succeeded, so "listed" == dump and manifest both complete
     part=verify     a verification record (file /verify.json), written by the drill

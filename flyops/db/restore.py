@@ -2,10 +2,12 @@
 
     ref: <id> | latest | ENV::latest | ENV::<id>   (ENV:: reads another environment's repository)
 
-Steps: resolve the backup and read its manifest → preflight on the target server (extensions
-available, pg_restore new enough, confirm name) → pinned `pre-restore` backup of a live target
-→ create `<db>_restore_<ts>` → on the host: `restic dump` to a temp file while loaders follow
-it (`restore_script`), `pg_restore --no-owner --no-acl --exit-on-error` → Rails environment fix-up →
+Steps: start fetching the newest matching dump on the host (`Prefetch`, unless the target is
+live) while the manifest is read → preflight on the target server (extensions available,
+pg_restore new enough, confirm name) → pinned `pre-restore` backup of a live target → create
+`<db>_restore_<ts>` → on the host: loaders follow the temp file `restic dump` writes
+(`restore_script`; a prefetch whose stream does not hash to the manifest's SHA-256 is redone
+from the exact snapshot), `pg_restore --no-owner --no-acl --exit-on-error` → Rails environment fix-up →
 ANALYZE → for a live target: terminate connections and swap by rename, keeping the old
 database as `<db>_pre_<ts>`.
 """
@@ -14,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import re
+import secrets
 import shlex
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +27,7 @@ from psycopg import sql
 
 from flyops.db import pgconn
 from flyops.db.backup import (
+    DUMP_FILE,
     SHA256_FUNCTION,
     backup,
     check_versions,
@@ -31,7 +36,7 @@ from flyops.db.backup import (
     parse_kv,
 )
 from flyops.db.config import DEFAULT_TOOLS, BackupSource, RepoConfig, Tools
-from flyops.db.restic import Repo
+from flyops.db.restic import TAG, Repo
 from flyops.errors import BadInput, OpsError, PreconditionFailed, VerificationFailed
 from flyops.hosts import Host, LocalHost
 from flyops.secret import Secret
@@ -85,11 +90,69 @@ def split_tables(tables: Mapping[str, int], jobs: int,
     return [[] for _ in named[:1]] + named[1:]
 
 
-def restore_script(fetch_argv: list[str], expected_bytes: int, restore_argv: list[str],
-                   loaders: list[list[tuple[str, str]]] | None = None, expected_sha256: str | None = None) -> str:
+def prefetch_dir(token: str) -> str:
+    """The host's folder for a prefetch, as a shell word (both scripts expand it the same way)."""
+    if not re.match(r"^[a-z0-9]{8,40}$", token):
+        raise ValueError(f"prefetch token {token!r}")
+    return f'"${{TMPDIR:-/tmp}}/flyops-prefetch-{token}"'
+
+
+def _fetch_into_work(fetch_argv: list[str]) -> str:
+    """Shell lines: restic writes $work/dump; its pid goes to fetch.pid, its exit status to
+    fetch.rc and when it ended to fetch.end (written via rename, so a reader never sees half)."""
+    return f"""\
+{{ {shlex.join(fetch_argv)} > "$work/dump" 2> "$work/restic.err" & echo $! > "$work/fetch.pid.new"
+  mv "$work/fetch.pid.new" "$work/fetch.pid"; wait $!; rc=$?
+  echo "${{EPOCHREALTIME/,/.}}" > "$work/fetch.end"; echo "$rc" > "$work/fetch.rc.new"; mv "$work/fetch.rc.new" "$work/fetch.rc"
+}} 2>/dev/null"""
+
+
+#: seconds a finished prefetch keeps its file for the restore script that should claim it
+PREFETCH_KEEP = 300
+
+
+def prefetch_script(token: str, fetch_argv: list[str]) -> str:
+    """Fetch a dump speculatively into `prefetch_dir(token)`, before its manifest is read, so
+    that restic's key derivation and the first bytes overlap the manifest read and preflight.
+
+    The folder is the lease: a restore script started with `prefetched=token` follows the
+    growing file, claims the folder and removes it when done; whoever removes the folder
+    (that script, or `cancel_prefetch_script`) stops the fetch if it still runs. A folder no
+    script claimed within PREFETCH_KEEP seconds after the fetch ended is removed here."""
+    return f"""\
+work={prefetch_dir(token)}
+mkdir -m 700 "$work" || exit 92
+echo "${{EPOCHREALTIME/,/.}}" > "$work/fetch.t0"
+: > "$work/dump" || exit 91
+{_fetch_into_work(fetch_argv)} &
+n=0; while [ ! -e "$work/fetch.pid" ] && [ "$n" -lt 300 ]; do sleep 0.01; n=$((n+1)); done
+pid=$(cat "$work/fetch.pid" 2>/dev/null) || exit 93
+while [ ! -e "$work/fetch.rc" ] && kill -0 "$pid" 2>/dev/null; do
+  [ -d "$work" ] || kill "$pid" 2>/dev/null
+  sleep 0.1
+done
+n=0
+while [ -d "$work" ] && [ ! -e "$work/claimed" ] && [ "$n" -lt {PREFETCH_KEEP * 10} ]; do sleep 0.1; n=$((n+1)); done
+[ -e "$work/claimed" ] || rm -rf "$work"
+wait
+"""
+
+
+def cancel_prefetch_script(token: str, *, started: bool = False) -> str:
+    """Remove a prefetch's folder, which stops its fetch. Unless it is known to have `started`,
+    wait up to 2 s for the folder to appear first (the prefetch runs in its own session)."""
+    wait = "" if started else 'n=0; while [ ! -d "$work" ] && [ "$n" -lt 20 ]; do sleep 0.1; n=$((n+1)); done\n'
+    return f'work={prefetch_dir(token)}\n{wait}rm -rf "$work"\n'
+
+
+def restore_script(fetch_argv: list[str] | None, expected_bytes: int, restore_argv: list[str],
+                   loaders: list[list[tuple[str, str]]] | None = None, expected_sha256: str | None = None, *,
+                   prefetched: str | None = None) -> str:
     """Fetch the dump and load it at the same time, then finish from the complete local file.
 
-    `restic dump` writes the temp file; readers follow the growing file (`tail -f --pid`):
+    `restic dump` (`fetch_argv`) writes the temp file, or a prefetch already does
+    (`prefetched`: the token of `prefetch_script`, whose folder this script claims and
+    removes). Readers follow the growing file (`tail -f --pid`):
     `pg_restore -l` reads its table of contents and `--section=pre-data` creates the schema
     from its head; then one `--section=data` loader per entry of `loaders` runs concurrently,
     each skipping the others' tables (loader 0 takes everything not named for another). A
@@ -98,31 +161,46 @@ def restore_script(fetch_argv: list[str], expected_bytes: int, restore_argv: lis
     manifest's byte count, `pg_restore -j N --section=post-data` builds indexes and constraints
     in parallel from the file (parallel restore needs a seekable file).
 
-    `db.restore` does not hash the fetched bytes again: restic checks every chunk against its
-    SHA-256 id and MAC while it reads, and the manifest names the dump's snapshot, whose id
-    chains to those chunk ids. A drill does (`expected_sha256`): one more reader hashes the
-    growing file, and post-data runs only when the whole stream's SHA-256 is the manifest's
-    (prints sha256; rc_restore=sha when it differs). `db.verify --level integrity` checks it
-    too. Any failure stops the fetch and leaves only the new database, which the caller drops;
-    the target is never touched.
-    Prints rc_fetch, bytes, rc_list, rc_pre, rc_data (first non-zero loader), rc_restore, and
-    t_start, t_toc, t_schema, t_fetched (when restic exited), t_data, t_post: when each phase
-    ended (`phase_times`).
+    `db.restore` of an exact snapshot does not hash the fetched bytes again: restic checks
+    every chunk against its SHA-256 id and MAC while it reads, and the manifest names the
+    dump's snapshot, whose id chains to those chunk ids. A prefetch, which fetched "the newest
+    dump" before the manifest said which one, and a drill do (`expected_sha256`): one more
+    reader hashes the growing file, and post-data runs only when the whole stream's SHA-256 is
+    the manifest's (prints sha256; rc_restore=sha when it differs). Any failure stops the fetch
+    and leaves only the new database, which the caller drops; the target is never touched.
+    Prints rc_fetch (noprefetch: the prefetch never started), bytes, rc_list, rc_pre, rc_data
+    (first non-zero loader), rc_restore, and t_start (when the fetch started), t_toc,
+    t_schema, t_fetched (when restic exited), t_data, t_post: when each phase ended
+    (`phase_times`).
     """
+    if (fetch_argv is None) == (prefetched is None):
+        raise ValueError("restore_script: give exactly one of fetch_argv and prefetched")
     loaders = loaders or [[]]
     common = [a for a in restore_argv if not a.startswith("--jobs")]
     post_argv = [*restore_argv, "--section=post-data"]
-    lines = [f"""\
-echo "t_start=${{EPOCHREALTIME/,/.}}"
+    if prefetched:
+        start = f"""\
+work={prefetch_dir(prefetched)}
+n=0; while [ ! -e "$work/fetch.pid" ] && [ "$n" -lt 300 ]; do sleep 0.1; n=$((n+1)); done
+if [ ! -e "$work/fetch.pid" ]; then echo "rc_fetch=noprefetch"; rm -rf "$work"; exit 0; fi
+: > "$work/claimed"
+"""
+    else:
+        start = f"""\
 work=$(mktemp -d "${{TMPDIR:-/tmp}}/flyops-restore.XXXXXX") || exit 90
-trap 'kill "$fetch_pid" 2>/dev/null; rm -rf "$work"' EXIT
+echo "${{EPOCHREALTIME/,/.}}" > "$work/fetch.t0"
 : > "$work/dump" || exit 91
-{shlex.join(fetch_argv)} > "$work/dump" 2> "$work/restic.err" & fetch_pid=$!
-follow() {{ tail -c +1 -s 0.1 --pid="$fetch_pid" -f "$work/dump"; }}
-stop_fetch() {{ kill "$fetch_pid" 2>/dev/null; }}
-{{ tail -s 0.1 --pid="$fetch_pid" -f /dev/null; echo "${{EPOCHREALTIME/,/.}}" > "$work/fetched_at"; }} & watch_pid=$!
+{_fetch_into_work(fetch_argv or [])} &
+n=0; while [ ! -e "$work/fetch.pid" ] && [ "$n" -lt 300 ]; do sleep 0.01; n=$((n+1)); done
+"""
+    lines = [start, """\
+stop_fetch() { [ -e "$work/fetch.rc" ] || kill "$fetch_pid" 2>/dev/null; }
+trap 'stop_fetch; rm -rf "$work"' EXIT
+fetch_pid=$(cat "$work/fetch.pid") || exit 93
+echo "t_start=$(cat "$work/fetch.t0")"
+follow() { tail -c +1 -s 0.1 --pid="$fetch_pid" -f "$work/dump"; }
 expected_sha=; sha=
-sha_matches() {{ [ -z "$expected_sha" ] || [ "$sha" = "$expected_sha" ]; }}
+sha_matches() { [ -z "$expected_sha" ] || [ "$sha" = "$expected_sha" ]; }
 """]
     if expected_sha256:
         lines.append(SHA256_FUNCTION + f"""\
@@ -169,8 +247,10 @@ if [ "$rc_pre" = 0 ]; then
 else
   stop_fetch
 fi
-wait "$fetch_pid"; rc_fetch=$?
-wait "$watch_pid"; echo "t_fetched=$(cat "$work/fetched_at")"
+while [ ! -e "$work/fetch.rc" ] && kill -0 "$fetch_pid" 2>/dev/null; do sleep 0.05; done
+n=0; while [ ! -e "$work/fetch.rc" ] && [ "$n" -lt 100 ]; do sleep 0.05; n=$((n+1)); done
+rc_fetch=$(cat "$work/fetch.rc" 2>/dev/null || echo lost)
+echo "t_fetched=$(cat "$work/fetch.end" 2>/dev/null)"
 bytes=$(stat -c %s "$work/dump")
 [ -z "${{sha_pid:-}}" ] || {{ wait "$sha_pid"; sha=$(cat "$work/sha"); echo "sha256=$sha"; }}
 echo "rc_fetch=$rc_fetch"
@@ -194,13 +274,66 @@ fi
 
 
 def manifest_restore_script(repo: Repo, dump_snapshot: str, manifest: Mapping, tools: Tools, db_url: Secret,
-                            jobs: int, expected_sha256: str | None = None) -> str:
-    """`restore_script` for a backup: its dump snapshot fetched with `repo`, loaded into the
-    database at `db_url` (password left out of argv: it travels as PGPASSWORD on stdin), its
-    tables shared among loaders by the manifest's row counts. Used by `restore` and the drill."""
-    return restore_script(repo.argv("dump", dump_snapshot, "/" + manifest["file"]), int(manifest["bytes"]),
+                            jobs: int, expected_sha256: str | None = None, *, prefetched: str | None = None) -> str:
+    """`restore_script` for a backup: its dump snapshot fetched with `repo` (or already being
+    fetched by the prefetch `prefetched`, whose stream must then hash to the manifest's
+    SHA-256), loaded into the database at `db_url` (password left out of argv: it travels as
+    PGPASSWORD on stdin), its tables shared among loaders by the manifest's row counts. Used
+    by `restore` and the drill."""
+    if prefetched:
+        fetch_argv, expected_sha256 = None, str(manifest["sha256"])
+    else:
+        fetch_argv = repo.argv("dump", dump_snapshot, "/" + manifest["file"])
+    return restore_script(fetch_argv, int(manifest["bytes"]),
                           pg_restore_argv(tools, pgconn.conninfo_without_password(db_url), jobs),
-                          split_tables(manifest.get("tables", {}), jobs), expected_sha256=expected_sha256)
+                          split_tables(manifest.get("tables", {}), jobs), expected_sha256=expected_sha256,
+                          prefetched=prefetched)
+
+
+class Prefetch:
+    """A speculative fetch of a backup's dump (`prefetch_script`), started on the host before
+    the manifest is read: restic's key derivation (about 0.7 s per restic process here) and
+    the first bytes then overlap the manifest's own restic run, the preflight and CREATE
+    DATABASE instead of following them (bench/results/restore.md).
+
+    Speculative, because it asks for the newest dump snapshot tagged with the environment (and
+    the id, when one was given) before the manifest names the one that belongs to it: a
+    backup still running or one killed before its manifest leaves a newer dump. So the
+    restore script checks the stream's SHA-256 against the manifest's before building any
+    index, and the caller redoes a miss from the exact snapshot (`missed`)."""
+
+    def __init__(self, repo: Repo, env: str, ref: str):
+        tags = ",".join(t for t in (TAG, "part=dump", f"env={env}", None if ref == "latest" else f"id={ref}") if t)
+        self.host = repo.host
+        self.token = secrets.token_hex(12)
+        self.claimed = False
+        repo.check_reachable()  # an unreachable S3 endpoint fails here, once, within its timeout
+        script = prefetch_script(self.token, repo.argv("dump", "--tag", tags, "latest", "/" + DUMP_FILE))
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        self._job = self._pool.submit(self.host.run_script, script, repo.config.secrets())
+
+    @staticmethod
+    def fits(manifest: Mapping) -> bool:
+        """Whether the prefetch asked for this backup's file (backups before DUMP_FILE named it
+        after the database, which is not known before the manifest is read)."""
+        return manifest.get("file") == DUMP_FILE
+
+    @staticmethod
+    def missed(out: Mapping[str, str], manifest: Mapping) -> bool:
+        """Whether a restore that followed the prefetch must be redone from the exact snapshot:
+        anything short of the manifest's bytes, its SHA-256 and a clean load."""
+        return not (out.get("rc_fetch") == "0" and out.get("bytes") == str(manifest["bytes"])
+                    and out.get("rc_restore") == "0")
+
+    def close(self) -> None:
+        """Stop the fetch if it still runs (a restore script that claimed it has removed its
+        folder already, unless it was killed), and wait for the host script to end."""
+        if not self._job.done():
+            with contextlib.suppress(Exception):
+                self.host.run_script(cancel_prefetch_script(self.token, started=self.claimed))
+        with contextlib.suppress(Exception):
+            self._job.result()
+        self._pool.shutdown(wait=True)
 
 
 PHASES = {"toc": "table of contents read", "schema": "schema created", "fetched": "fetch complete",
@@ -243,23 +376,25 @@ def missing_extensions(conn, manifest: dict) -> list[str]:
 def restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url: Secret,
             target_db: str | None = None, confirm: str | None = None, target_env: str | None = None,
             host: Host | None = None, tools: Tools = DEFAULT_TOOLS, jobs: int = 2,
-            lock_dir: Path | None = None) -> dict:
+            lock_dir: Path | None = None, prefetch: bool = True) -> dict:
     """Restore `ref` onto the server at `server_url` (any database on it; used for admin SQL).
 
     target_db=None: a new database `<db>_restore_<ts>` (safe default, nothing is replaced).
     target_db=<name> that exists: replaced only when confirm == name; a pinned pre-restore
     backup of it goes to `repos[target_env]` first and the old database stays as `<name>_pre_<ts>`.
+    prefetch=False: start the dump's fetch only once the manifest is read (what backups from
+    before DUMP_FILE get anyway); the benchmark compares the two.
     """
     host = host or LocalHost()
     with host.reach(server_url) as session_url:
         return _restore(ref, env=env, repos=repos, server_url=server_url, session_url=session_url,
                         target_db=target_db, confirm=confirm, target_env=target_env, host=host, tools=tools,
-                        jobs=jobs, lock_dir=lock_dir)
+                        jobs=jobs, lock_dir=lock_dir, prefetch=prefetch)
 
 
 def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url: Secret, session_url: Secret,
              target_db: str | None, confirm: str | None, target_env: str | None, host: Host, tools: Tools,
-             jobs: int, lock_dir: Path | None) -> dict:
+             jobs: int, lock_dir: Path | None, prefetch: bool) -> dict:
     """`restore` once the server is reachable from here at `session_url` (admin SQL, checks)
     and from the host at `server_url` (pg_restore, the pre-restore pg_dump)."""
     target_env = target_env or env
@@ -267,14 +402,20 @@ def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url:
     if src_env not in repos:
         raise BadInput(f"{ref}: no repository configured for environment {src_env!r}")
     repo = Repo(repos[src_env], host, tools)
-    dump_snapshot, manifest = fetch_manifest(repo, src_env, backup_ref)
     ts = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-
     admin = pgconn.connect(session_url)
     new_db: str | None = None
+    speculative: Prefetch | None = None
     try:
-        # -- preflight: nothing on the target changes before all of these pass ----------------
         live = target_db is not None and _db_exists(admin, target_db)
+        if prefetch and not live:  # a live target gets a pre-restore backup first: nothing to overlap
+            speculative = Prefetch(repo, src_env, backup_ref)
+        dump_snapshot, manifest = fetch_manifest(repo, src_env, backup_ref)
+        if speculative is not None and not speculative.fits(manifest):
+            speculative.close()
+            speculative = None
+
+        # -- preflight: nothing on the target changes before all of these pass ----------------
         if live and confirm != target_db:
             raise PreconditionFailed(
                 f"refusing to restore over the live database {target_db!r} without confirmation",
@@ -305,17 +446,23 @@ def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url:
         # -- restore into a new database ------------------------------------------------------
         base = target_db or manifest["database"]
         new_db = f"{base[:30]}_restore_{ts}"
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(new_db)))
         new_url = pgconn.with_dbname(server_url, new_db)  # as the host reaches it (pg_restore)
         new_session = pgconn.with_dbname(session_url, new_db)  # as this process reaches it
-        with pgconn.connect(new_session) as c:
-            for ext in manifest.get("extensions", []):
-                if ext.get("schema") == "public":  # other schemas do not exist yet; pg_restore creates those
-                    c.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA public")
-                              .format(sql.Identifier(ext["name"])))
-        script = manifest_restore_script(repo, dump_snapshot, manifest, tools, new_url, jobs)
-        r = host.run_script(script, {**repos[src_env].secrets(), **pgconn.libpq_secrets(server_url)})
-        out = parse_kv(r.stdout)
+        secrets_ = {**repos[src_env].secrets(), **pgconn.libpq_secrets(server_url)}
+        _create_database(admin, new_db, new_session, manifest)
+        if speculative is not None:
+            speculative.claimed = True  # the script claims the prefetch's folder (and removes it) from here on
+            script = manifest_restore_script(repo, dump_snapshot, manifest, tools, new_url, jobs,
+                                             prefetched=speculative.token)
+            out, r = _run_restore(host, script, secrets_)
+            if Prefetch.missed(out, manifest):  # a newer dump without a manifest, or a failure: once more, exactly
+                admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(new_db)))
+                _create_database(admin, new_db, new_session, manifest)
+                speculative.close()
+                speculative = None
+        if speculative is None:
+            out, r = _run_restore(host, manifest_restore_script(repo, dump_snapshot, manifest, tools, new_url, jobs),
+                                  secrets_)
         tail = "\n".join(r.stderr.strip().splitlines()[-10:])
         if out.get("rc_fetch") != "0" and out.get("rc_fetch") != "143":  # 143: stopped after a loader failed
             raise OpsError(f"could not fetch backup {manifest['id']} from {repo.location} on {host.name}:\n{tail}")
@@ -333,7 +480,7 @@ def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url:
 
         result = {"backup_id": manifest["id"], "source_env": src_env, "database": new_db,
                   "previous_database": None, "pre_restore_backup": pre_restore["id"] if pre_restore else None,
-                  "manifest": manifest, "phases": phase_times(out)}
+                  "manifest": manifest, "phases": phase_times(out), "prefetched": speculative is not None}
         restored, new_db = new_db, None  # from here on the restored copy is kept, even if the swap fails
         if target_db is not None:
             old = f"{target_db[:35]}_pre_{ts}" if live else None
@@ -341,10 +488,27 @@ def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url:
             result.update(database=target_db, previous_database=old)
         return result
     finally:
+        if speculative is not None:
+            speculative.close()
         if new_db is not None:  # failed part-way: drop the half-restored database, never the target
             with contextlib.suppress(Exception):
                 admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(new_db)))
         admin.close()
+
+
+def _create_database(admin, name: str, session_url: Secret, manifest: Mapping) -> None:
+    """The empty database a restore loads into, with the manifest's public-schema extensions."""
+    admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+    with pgconn.connect(session_url) as c:
+        for ext in manifest.get("extensions", []):
+            if ext.get("schema") == "public":  # other schemas do not exist yet; pg_restore creates those
+                c.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA public")
+                          .format(sql.Identifier(ext["name"])))
+
+
+def _run_restore(host: Host, script: str, secrets_: Mapping[str, Secret]):
+    r = host.run_script(script, secrets_)
+    return parse_kv(r.stdout), r
 
 
 def _fix_rails_environment(conn, target_env: str) -> None:

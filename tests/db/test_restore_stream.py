@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import stat
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from flyops.db import pgconn
-from flyops.db.backup import backup, parse_kv
+from flyops.db.backup import DUMP_FILE, backup, parse_kv, pg_dump_argv
 from flyops.db.config import DEFAULT_TOOLS, Tools
 from flyops.db.restic import Repo
-from flyops.db.restore import manifest_restore_script, phase_times, restore, split_tables
-from flyops.errors import OpsError
+from flyops.db.restore import (
+    Prefetch,
+    cancel_prefetch_script,
+    manifest_restore_script,
+    phase_times,
+    prefetch_script,
+    restore,
+    split_tables,
+)
+from flyops.errors import OpsError, PreconditionFailed
 from flyops.hosts import LocalHost
 from tests.db.conftest import fingerprints, source
 
@@ -145,3 +156,95 @@ def test_a_stream_whose_sha256_is_not_the_expected_one_gets_no_post_data(pg, two
     assert out["rc_restore"] == "sha" and indexes == 0  # the data loaded, but no post-data on a mismatch
     out, indexes = run(m["sha256"])
     assert out["rc_restore"] == "0" and indexes == 3  # the primary keys of a, b and c
+
+
+# -- the prefetch: the dump's fetch starts before the manifest is read -------------------------
+
+
+def _leftovers(tmp: Path, repo_location: str) -> tuple[list[str], list[str]]:
+    """Prefetch/restore folders left in `tmp`, and processes still running on the repository."""
+    folders = sorted(p.name for p in tmp.iterdir() if p.name.startswith("flyops-"))
+    procs = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if repo_location in cmd:
+                procs.append(cmd.replace("\0", " "))
+    return folders, procs
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch) -> Path:
+    """TMPDIR for the host scripts of this test only, so their leftovers can be counted."""
+    tmp = tmp_path / "host-tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    return tmp
+
+
+def test_restore_follows_a_prefetch_started_before_the_manifest_was_read(pg, two_tables_db, repo, lock_dir,
+                                                                         private_tmp):
+    m = backup(source(pg, two_tables_db), repo, lock_dir=lock_dir)
+    assert m["file"] == DUMP_FILE  # one name for every database: a restore can ask for it before the manifest
+    r = restore("latest", env="staging", repos={"staging": repo}, server_url=pg.url("postgres"), jobs=2)
+    assert r["prefetched"] is True and r["backup_id"] == m["id"]
+    assert fingerprints(pg.url(r["database"]).reveal()) == fingerprints(pg.url(two_tables_db).reveal())
+    assert _leftovers(private_tmp, repo.location) == ([], [])
+
+
+def test_a_newer_dump_without_a_manifest_is_not_restored_in_its_place(pg, two_tables_db, repo, lock_dir, make_db):
+    m = backup(source(pg, two_tables_db), repo, lock_dir=lock_dir)
+    other = make_db("orphan")
+    with psycopg.connect(pg.url(other).reveal(), autocommit=True) as c:
+        c.execute("CREATE TABLE a (id int PRIMARY KEY); INSERT INTO a SELECT generate_series(1, 10)")
+    # a backup killed between its dump and its manifest: the newest dump snapshot has no manifest
+    rp = Repo(repo, LocalHost())
+    dump = shlex.join(pg_dump_argv(DEFAULT_TOOLS, pgconn.conninfo_without_password(pg.url(other)), None))
+    store = shlex.join(rp.backup_argv(DUMP_FILE, ["part=dump", "id=20991231T0000Z-manual-dead", "env=staging",
+                                                  "kind=manual"], "staging"))
+    killed = LocalHost().run_script(f"{dump} | {store} > /dev/null\n",
+                                    {**repo.secrets(), **pgconn.libpq_secrets(pg.url(other))})
+    assert killed.ok, killed.stderr
+    r = restore("latest", env="staging", repos={"staging": repo}, server_url=pg.url("postgres"), jobs=2)
+    assert r["backup_id"] == m["id"] and r["prefetched"] is False  # the SHA-256 caught it: redone exactly
+    assert fingerprints(pg.url(r["database"]).reveal()) == fingerprints(pg.url(two_tables_db).reveal())
+
+
+def test_a_backup_named_after_its_database_restores_without_a_prefetch(pg, two_tables_db, repo, lock_dir):
+    m = backup(source(pg, two_tables_db), repo, lock_dir=lock_dir)
+    assert Prefetch.fits(m) and not Prefetch.fits({**m, "file": f"{two_tables_db}.dump"})
+
+
+def test_a_failed_preflight_stops_the_prefetch_and_leaves_nothing(pg, two_tables_db, repo, lock_dir, private_tmp,
+                                                                  tmp_path):
+    backup(source(pg, two_tables_db), repo, lock_dir=lock_dir)
+    real = shutil.which("restic")
+    slow = tmp_path / "slow-fetch-started"  # the dump's fetch hangs, so only a cancel ends it
+    restic = _wrapper(tmp_path, "restic", f'if [[ " $* " == *" dump "* && "$*" != *manifest.json* ]]; then\n'
+                                          f'  touch {slow}; exec sleep 120\nfi\nexec {real} "$@"')
+    old = _wrapper(tmp_path, "pg_restore", 'echo "pg_restore (PostgreSQL) 9.6.24"')
+    with pytest.raises(PreconditionFailed, match="pg_restore"):
+        restore("latest", env="staging", repos={"staging": repo}, server_url=pg.url("postgres"), jobs=2,
+                tools=Tools(restic=restic, pg_restore=old))
+    assert slow.exists()  # the prefetch had started...
+    folders, procs = _leftovers(private_tmp, repo.location)
+    assert folders == [] and not [p for p in procs if "sleep" in p or " dump " in p]  # ...and is gone
+
+
+def test_cancelling_a_prefetch_stops_its_fetch(private_tmp):
+    token = "t" + "0" * 11
+    with ThreadPoolExecutor(1) as pool:
+        job = pool.submit(LocalHost().run_script, prefetch_script(token, ["sleep", "60"]))
+        folder = private_tmp / f"flyops-prefetch-{token}"
+        deadline = time.monotonic() + 10
+        while not (folder / "fetch.pid").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        pid = int((folder / "fetch.pid").read_text())
+        LocalHost().run_script(cancel_prefetch_script(token, started=True))
+        job.result(timeout=10)  # the prefetch script ends once its folder is gone...
+    assert not folder.exists()
+    assert not Path(f"/proc/{pid}").exists() or "sleep" not in Path(f"/proc/{pid}/cmdline").read_text()

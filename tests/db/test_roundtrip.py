@@ -65,6 +65,7 @@ def test_backup_to_s3(pg, hostile_db, s3, lock_dir):
     assert [r["id"] for r in list_backups(repo, "staging")] == [m["id"]]
     r = restore("staging::latest", env="staging", repos={"staging": repo}, server_url=pg.url("postgres"))
     assert fingerprints(pg.url(r["database"]).reveal()) == fingerprints(pg.url(hostile_db).reveal())
+    assert r["prefetched"] is True
     assert all(s3.secret_key.reveal() not in s for s in host.scripts)
 
 
@@ -76,6 +77,7 @@ def test_on_ssh_host_runs_the_same_backup_path(pg, small_db, repo, lock_dir, ssh
     assert [r["id"] for r in rows] == [m["id"]]
     r = restore("latest", env="staging", repos={"staging": repo}, server_url=pg.url("postgres"), host=host)
     assert compare_with_manifest(pg.url(r["database"]), m)["ok"]
+    assert r["prefetched"] is True  # the prefetch ran in its own SSH session beside the manifest's
 
 
 def test_counts_match_the_dump_while_writers_insert(pg, make_db, repo, lock_dir):
