@@ -15,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import getpass
 import io
+import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import time
 from collections.abc import Iterator, Mapping
@@ -94,17 +96,26 @@ class LocalHost:
 
     def run_script(self, script: str, secrets: Mapping[str, Secret] | None = None, *,
                    data: str | None = None, timeout: float | None = None) -> RunResult:
+        """Run `script` in a session of its own. If this process is interrupted meanwhile
+        (Ctrl-C, or SIGTERM turned into KeyboardInterrupt), the whole session goes with it:
+        bash and everything it started (pg_dump, restic, pg_restore and its workers), TERM
+        first so that the scripts' EXIT traps clean up, then KILL."""
         secrets = dict(secrets or {})
         full, stdin = prepare(script, secrets, data)
         bash = shutil.which("bash") or "/bin/bash"
+        proc = sh.Command(bash)("-c", full, _in=stdin, _ok_code=list(range(256)), _bg=True, _bg_exc=False,
+                                _new_session=True, _tty_out=False, _decode_errors="replace")
         try:
-            proc = sh.Command(bash)("-c", full, _in=stdin, _ok_code=list(range(256)), _return_cmd=True, _tty_out=False,
-                                    _timeout=timeout, _decode_errors="replace")
+            proc.wait(timeout=timeout)
             rc, out, err = proc.exit_code, proc.stdout, proc.stderr
         except sh.SignalException as e:
             rc, out, err = 128 + abs(e.exit_code), e.stdout, e.stderr
         except sh.TimeoutException:
+            kill_group(proc.pid)
             raise OpsError(f"script on {self.name} did not finish within {timeout:.0f}s") from None
+        except BaseException:
+            kill_group(proc.pid)
+            raise
         vals = list(secrets.values())
         return RunResult(rc, redact(_text(out), vals), redact(_text(err), vals))
 
@@ -188,6 +199,25 @@ class SshHost:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def kill_group(pgid: int, grace: float = 5.0) -> None:
+    """End the process group `pgid` (a script's session): SIGTERM, then SIGKILL after `grace`
+    seconds for anything still there."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(-pgid, os.WNOHANG)
+            time.sleep(0.05)
 
 
 def _wait_listening(host: str, port: int, timeout: float = 10.0) -> None:

@@ -110,6 +110,7 @@ def backup_script(dump_argv: list[str], restic_argv: list[str]) -> str:
     return SHA256_FUNCTION + f"""\
 work=$(mktemp -d "${{TMPDIR:-/tmp}}/flyops-backup.XXXXXX") || exit 90
 trap 'rm -rf "$work"' EXIT
+trap 'exit 143' TERM INT HUP  # so that the EXIT trap runs when the session is ended (LocalHost, systemd)
 mkfifo "$work/sha.fifo" || exit 91
 sha256_of < "$work/sha.fifo" > "$work/sha" & sha_pid=$!
 {shlex.join(dump_argv)} 2> "$work/pg_dump.err" \\

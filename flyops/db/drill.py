@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import re
 import shlex
@@ -72,7 +71,7 @@ from flyops.errors import (
 )
 from flyops.flyctl import commands as fly
 from flyops.flyctl.commands import Call
-from flyops.hosts import RunResult, prepare
+from flyops.hosts import RunResult, kill_group, prepare
 from flyops.secret import Secret, redact
 
 PHASES_IN_RTO = ("provision", "restore", "verify")
@@ -138,29 +137,12 @@ def run_script_interruptibly(script: str, secrets: dict[str, Secret] | None = No
             time.sleep(poll)
         proc.wait()
     except BaseException:
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
         raise
     vals = list(secrets.values())
     out = proc.stdout.decode(errors="replace") if isinstance(proc.stdout, bytes) else str(proc.stdout)
     err = proc.stderr.decode(errors="replace") if isinstance(proc.stderr, bytes) else str(proc.stderr)
     return RunResult(int(proc.exit_code or 0), redact(out, vals), redact(err, vals))
-
-
-def _kill_group(pgid: int) -> None:
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(-pgid, os.WNOHANG)
-            time.sleep(0.05)
 
 
 # -- targets ---------------------------------------------------------------------------------

@@ -196,6 +196,7 @@ n=0; while [ ! -e "$work/fetch.pid" ] && [ "$n" -lt 300 ]; do sleep 0.01; n=$((n
     lines = [start, """\
 stop_fetch() { [ -e "$work/fetch.rc" ] || kill "$fetch_pid" 2>/dev/null; }
 trap 'stop_fetch; rm -rf "$work"' EXIT
+trap 'exit 143' TERM INT HUP  # so that the EXIT trap runs when the session is ended (LocalHost, systemd)
 fetch_pid=$(cat "$work/fetch.pid") || exit 93
 echo "t_start=$(cat "$work/fetch.t0")"
 follow() { tail -c +1 -s 0.1 --pid="$fetch_pid" -f "$work/dump"; }

@@ -123,12 +123,22 @@ def _wait_for(path, timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
-def _sigterm_inv(local, *args: str, path_first: str):
+def _wait_for_empty(folder, timeout: float = 10) -> None:
+    """Wait until no pipeline work folder is left in `folder` (the scripts' TMPDIR); the
+    backup lock folder stays, by design."""
+    import time
+    deadline = time.monotonic() + timeout
+    while left := sorted(p.name for p in folder.iterdir() if p.name != "flyops-locks"):
+        assert time.monotonic() < deadline, f"left behind: {left}"
+        time.sleep(0.1)
+
+
+def _sigterm_inv(local, *args: str, path_first: str, **extra_env: str):
     import signal
     import subprocess
 
     from tests.tasks.conftest import INV, REPO
-    env = local.env(PATH=f"{path_first}:{local.env()['PATH']}")
+    env = local.env(PATH=f"{path_first}:{local.env()['PATH']}", **extra_env)
     return subprocess.Popen([str(INV), "--search-root", str(REPO), *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE), signal.SIGTERM
 
@@ -137,7 +147,9 @@ def test_sigterm_during_a_restore_drops_the_half_restored_database(local, pg, tm
     import shutil
     assert local.inv("db.backup", "--env", "local").returncode == 0
     folder = _slow_tool(tmp_path, "pg_restore", shutil.which("pg_restore") or str(pg.bindir / "pg_restore"))
-    proc, sig = _sigterm_inv(local, "db.restore", "--env", "local", path_first=folder)
+    host_tmp = tmp_path / "host-tmp"
+    host_tmp.mkdir()
+    proc, sig = _sigterm_inv(local, "db.restore", "--env", "local", path_first=folder, TMPDIR=str(host_tmp))
     _wait_for(tmp_path / "slow-pg_restore" / "started")
     restoring = pg.psql("SELECT count(*) FROM pg_database WHERE datname LIKE '%\\_restore\\_%'")
     proc.send_signal(sig)
@@ -145,15 +157,19 @@ def test_sigterm_during_a_restore_drops_the_half_restored_database(local, pg, tm
     assert proc.returncode == 130 and "interrupted" in err, err
     assert int(restoring) >= 1  # the new database existed while pg_restore ran...
     assert pg.psql(f"SELECT count(*) FROM pg_database WHERE datname LIKE '{local.db}\\_restore\\_%'").strip() == "0"  # ...and is gone
+    _wait_for_empty(host_tmp)  # the prefetch's and the restore script's folders are removed too
 
 
 def test_sigterm_during_a_backup_records_nothing_and_frees_the_lock(local, pg, tmp_path):
     folder = _slow_tool(tmp_path, "pg_dump", str(pg.bindir / "pg_dump"))
-    proc, sig = _sigterm_inv(local, "db.backup", "--env", "local", path_first=folder)
+    host_tmp = tmp_path / "host-tmp"
+    host_tmp.mkdir()
+    proc, sig = _sigterm_inv(local, "db.backup", "--env", "local", path_first=folder, TMPDIR=str(host_tmp))
     _wait_for(tmp_path / "slow-pg_dump" / "started")
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err, err
+    _wait_for_empty(host_tmp)  # the pipeline was ended with inv, and its folder removed
     listed = json.loads(local.inv("db.list", "--env", "local", "--json").stdout)["backups"]
     assert listed == []
     again = local.inv("db.backup", "--env", "local", "--json")  # the lock was released
