@@ -26,13 +26,7 @@ NAME = "backup_profile"
 
 
 def main() -> None:
-    args = c.parse_args(__doc__.splitlines()[0])
-    with c.workdir(NAME) as work:
-        pg = c.start_cluster()
-        try:
-            run(args, pg, work)
-        finally:
-            pg.stop()
+    c.main_with_cluster(NAME, __doc__.splitlines()[0], run)
 
 
 def run(args, pg, work: Path) -> None:

@@ -71,6 +71,19 @@ def parse_args(description: str, *, runs: int = 3, extra: Callable[[argparse.Arg
     return p.parse_args()
 
 
+def main_with_cluster(name: str, description: str, run: Callable[..., None], *, runs: int = 3,
+                      extra: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+    """The usual `main()`: parse the arguments, then `run(args, pg, work)` with a throwaway
+    PostgreSQL and a work folder, both removed afterwards."""
+    args = parse_args(description, runs=runs, extra=extra)
+    with workdir(name) as work:
+        pg = start_cluster()
+        try:
+            run(args, pg, work)
+        finally:
+            pg.stop()
+
+
 def out_path(name: str, args) -> Path:
     if args.out:
         return args.out
@@ -311,6 +324,21 @@ def settle(pg: ScratchCluster) -> None:
 
 def drop_db(pg: ScratchCluster, db: str) -> None:
     pg.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def timed_restore(pg: ScratchCluster, db: str, argv_for: Callable[[str], list[str]],
+                  analyze: list[float] | None = None) -> float:
+    """Seconds `argv_for(conninfo)` takes to restore into a new empty database `db`; then, if
+    `analyze` is a list, ANALYZE it and append those seconds; then drop it."""
+    pg.psql(f'CREATE DATABASE "{db}" TEMPLATE template0')
+    with stopwatch() as t:
+        run(argv_for(conninfo(pg, db)), env=tool_env(pg))
+    if analyze is not None:
+        with stopwatch() as a:
+            pg.psql("ANALYZE", dbname=db)
+        analyze.append(a[0])
+    drop_db(pg, db)
+    return t[0]
 
 
 def pg_dump_file(pg: ScratchCluster, db: str, path: Path, *extra: str) -> float:

@@ -37,13 +37,7 @@ def extra(p) -> None:
 
 
 def main() -> None:
-    args = c.parse_args(__doc__.splitlines()[0], runs=1, extra=extra)
-    with c.workdir(NAME) as work:
-        pg = c.start_cluster()
-        try:
-            run(args, pg, work)
-        finally:
-            pg.stop()
+    c.main_with_cluster(NAME, __doc__.splitlines()[0], run, runs=1, extra=extra)
 
 
 def accounts(pg, db: str) -> int:

@@ -26,18 +26,7 @@ PHASES = ("provision", "restore", "verify", "teardown")
 
 
 def main() -> None:
-    args = c.parse_args(__doc__.splitlines()[0])
-    try:
-        import flyops.db.drill  # noqa: F401
-    except ImportError:
-        print("flyops/db/drill.py is not there yet: nothing to measure", file=sys.stderr)
-        raise SystemExit(0) from None
-    with c.workdir(NAME) as work:
-        pg = c.start_cluster()
-        try:
-            run(args, pg, work)
-        finally:
-            pg.stop()
+    c.main_with_cluster(NAME, __doc__.splitlines()[0], run)
 
 
 def run(args, pg, work: Path) -> None:

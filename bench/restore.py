@@ -35,13 +35,7 @@ FLAGS = ["--no-owner", "--no-acl", "--exit-on-error", "--jobs=2"]
 
 
 def main() -> None:
-    args = c.parse_args(__doc__.splitlines()[0])
-    with c.workdir(NAME) as work:
-        pg = c.start_cluster()
-        try:
-            run(args, pg, work)
-        finally:
-            pg.stop()
+    c.main_with_cluster(NAME, __doc__.splitlines()[0], run)
 
 
 def run(args, pg, work: Path) -> None:
@@ -67,18 +61,8 @@ def run(args, pg, work: Path) -> None:
     phases: dict[str, list[float]] = {}
 
     def bare(path: Path, with_analyze: bool = False):
-        def go() -> float:
-            target = f"bare_{next(counter)}"
-            pg.psql(f'CREATE DATABASE "{target}" TEMPLATE template0')
-            with c.stopwatch() as t:
-                c.run(["pg_restore", *FLAGS, "-d", c.conninfo(pg, target), str(path)], env=c.tool_env(pg))
-            if with_analyze:
-                with c.stopwatch() as a:
-                    pg.psql("ANALYZE", dbname=target)
-                analyze.append(a[0])
-            c.drop_db(pg, target)
-            return t[0]
-        return go
+        return lambda: c.timed_restore(pg, f"bare_{next(counter)}", lambda ci: ["pg_restore", *FLAGS, "-d", ci, str(path)],
+                                       analyze if with_analyze else None)
 
     def ours(tools: Tools | None = None, prefetch: bool = True):
         def go() -> float:

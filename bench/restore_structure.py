@@ -27,13 +27,7 @@ FLAGS = ["--no-owner", "--no-acl", "--exit-on-error"]
 
 
 def main() -> None:
-    args = c.parse_args(__doc__.splitlines()[0], runs=5)
-    with c.workdir(NAME) as work:
-        pg = c.start_cluster()
-        try:
-            run(args, pg, work)
-        finally:
-            pg.stop()
+    c.main_with_cluster(NAME, __doc__.splitlines()[0], run, runs=5)
 
 
 def run(args, pg, work: Path) -> None:
@@ -50,19 +44,9 @@ def run(args, pg, work: Path) -> None:
     analyze: list[float] = []
 
     def restore(command_for, *, with_analyze: bool = False):
-        def go() -> float:
-            db = f"s_{next(counter)}"
-            pg.psql(f'CREATE DATABASE "{db}" TEMPLATE template0')
-            ci = c.conninfo(pg, db)
-            with c.stopwatch() as t:
-                c.run(["bash", "-c", "set -e -o pipefail\n" + command_for(ci)], env=c.tool_env(pg))
-            if with_analyze:
-                with c.stopwatch() as a:
-                    pg.psql("ANALYZE", dbname=db)
-                analyze.append(a[0])
-            c.drop_db(pg, db)
-            return t[0]
-        return go
+        return lambda: c.timed_restore(pg, f"s_{next(counter)}",
+                                       lambda ci: ["bash", "-c", "set -e -o pipefail\n" + command_for(ci)],
+                                       analyze if with_analyze else None)
 
     def pr(ci: str, *a: str) -> str:
         return shlex.join(["pg_restore", *FLAGS, "-d", ci, *a])

@@ -277,14 +277,10 @@ fi
 def manifest_restore_script(repo: Repo, dump_snapshot: str, manifest: Mapping, tools: Tools, db_url: Secret,
                             jobs: int, expected_sha256: str | None = None, *, prefetched: str | None = None) -> str:
     """`restore_script` for a backup: its dump snapshot fetched with `repo` (or already being
-    fetched by the prefetch `prefetched`, whose stream must then hash to the manifest's
-    SHA-256), loaded into the database at `db_url` (password left out of argv: it travels as
-    PGPASSWORD on stdin), its tables shared among loaders by the manifest's row counts. Used
-    by `restore` and the drill."""
-    if prefetched:
-        fetch_argv, expected_sha256 = None, str(manifest["sha256"])
-    else:
-        fetch_argv = repo.argv("dump", dump_snapshot, "/" + manifest["file"])
+    fetched by the prefetch `prefetched`), loaded into the database at `db_url` (password left
+    out of argv: it travels as PGPASSWORD on stdin), its tables shared among loaders by the
+    manifest's row counts. Used by `restore` and the drill."""
+    fetch_argv = None if prefetched else repo.argv("dump", dump_snapshot, "/" + manifest["file"])
     return restore_script(fetch_argv, int(manifest["bytes"]),
                           pg_restore_argv(tools, pgconn.conninfo_without_password(db_url), jobs),
                           split_tables(manifest.get("tables", {}), jobs), expected_sha256=expected_sha256,
@@ -297,16 +293,21 @@ class Prefetch:
     the first bytes then overlap the manifest's own restic run, the preflight and CREATE
     DATABASE instead of following them (bench/results/restore.md).
 
-    Speculative, because it asks for the newest dump snapshot tagged with the environment (and
-    the id, when one was given) before the manifest names the one that belongs to it: a
-    backup still running or one killed before its manifest leaves a newer dump. So the
+    For `latest` it is speculative: it asks for the newest dump snapshot tagged with the
+    environment before the manifest names the one that belongs to it, and a backup still
+    running, or one killed between its dump and its manifest, leaves a newer dump. So the
     restore script checks the stream's SHA-256 against the manifest's before building any
-    index, and the caller redoes a miss from the exact snapshot (`missed`)."""
+    index (`expected_sha256`), and the caller redoes a miss from the exact snapshot (`missed`).
+    For an id it is `exact`: the only dump tagged with that id is the one its manifest names
+    (a backup id is new for every run, and a manifest is written only after its dump), so
+    restic's own checks suffice, as for any restore of an exact snapshot (`restore_script`),
+    and the hash (about 0.4 s here, bench/results/restore_structure.md) is not paid."""
 
     def __init__(self, repo: Repo, env: str, ref: str):
         tags = ",".join(t for t in (TAG, "part=dump", f"env={env}", None if ref == "latest" else f"id={ref}") if t)
         self.host = repo.host
         self.token = secrets.token_hex(12)
+        self.exact = ref != "latest"
         self.claimed = False
         repo.check_reachable()  # an unreachable S3 endpoint fails here, once, within its timeout
         script = prefetch_script(self.token, repo.argv("dump", "--tag", tags, "latest", "/" + DUMP_FILE))
@@ -318,6 +319,10 @@ class Prefetch:
         """Whether the prefetch asked for this backup's file (backups before DUMP_FILE named it
         after the database, which is not known before the manifest is read)."""
         return manifest.get("file") == DUMP_FILE
+
+    def expected_sha256(self, manifest: Mapping) -> str | None:
+        """The hash a restore following this prefetch must check (None when it is exact)."""
+        return None if self.exact else str(manifest["sha256"])
 
     @staticmethod
     def missed(out: Mapping[str, str], manifest: Mapping) -> bool:
@@ -454,7 +459,7 @@ def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url:
         if speculative is not None:
             speculative.claimed = True  # the script claims the prefetch's folder (and removes it) from here on
             script = manifest_restore_script(repo, dump_snapshot, manifest, tools, new_url, jobs,
-                                             prefetched=speculative.token)
+                                             speculative.expected_sha256(manifest), prefetched=speculative.token)
             out, r = _run_restore(host, script, secrets_)
             if Prefetch.missed(out, manifest):  # a newer dump without a manifest, or a failure: once more, exactly
                 admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(new_db)))
@@ -481,7 +486,8 @@ def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url:
 
         result = {"backup_id": manifest["id"], "source_env": src_env, "database": new_db,
                   "previous_database": None, "pre_restore_backup": pre_restore["id"] if pre_restore else None,
-                  "manifest": manifest, "phases": phase_times(out), "prefetched": speculative is not None}
+                  "manifest": manifest, "phases": phase_times(out), "prefetched": speculative is not None,
+                  "stream_sha256": out.get("sha256")}  # set when the stream was hashed (a `latest` prefetch)
         restored, new_db = new_db, None  # from here on the restored copy is kept, even if the swap fails
         if target_db is not None:
             old = f"{target_db[:35]}_pre_{ts}" if live else None

@@ -191,7 +191,11 @@ def test_restore_follows_a_prefetch_started_before_the_manifest_was_read(pg, two
     assert m["file"] == DUMP_FILE  # one name for every database: a restore can ask for it before the manifest
     r = restore("latest", env="staging", repos={"staging": repo}, server_url=pg.url("postgres"), jobs=2)
     assert r["prefetched"] is True and r["backup_id"] == m["id"]
+    assert r["stream_sha256"] == m["sha256"]  # `latest` was a guess: the stream was checked
     assert fingerprints(pg.url(r["database"]).reveal()) == fingerprints(pg.url(two_tables_db).reveal())
+    by_id = restore(m["id"], env="staging", repos={"staging": repo}, server_url=pg.url("postgres"), jobs=2)
+    assert by_id["prefetched"] is True and by_id["stream_sha256"] is None  # an id is exact: restic's checks suffice
+    assert fingerprints(pg.url(by_id["database"]).reveal()) == fingerprints(pg.url(two_tables_db).reveal())
     assert _leftovers(private_tmp, repo.location) == ([], [])
 
 
