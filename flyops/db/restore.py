@@ -131,6 +131,8 @@ while [ ! -e "$work/fetch.rc" ] && kill -0 "$pid" 2>/dev/null; do
   [ -d "$work" ] || kill "$pid" 2>/dev/null
   sleep 0.1
 done
+# a failed fetch nobody follows yet is given up at once: the restore then fetches exactly
+if [ "$(cat "$work/fetch.rc" 2>/dev/null)" != 0 ] && [ ! -e "$work/claimed" ]; then rm -rf "$work"; exit 1; fi
 n=0
 while [ -d "$work" ] && [ ! -e "$work/claimed" ] && [ "$n" -lt {PREFETCH_KEEP * 10} ]; do sleep 0.1; n=$((n+1)); done
 [ -e "$work/claimed" ] || rm -rf "$work"
@@ -314,6 +316,11 @@ class Prefetch:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         self._job = self._pool.submit(self.host.run_script, script, repo.config.secrets())
 
+    def running(self) -> bool:
+        """Whether its host script is still there to be claimed: it ends early only when the
+        fetch could not start or failed, or when nobody claimed it in time."""
+        return not self._job.done()
+
     @staticmethod
     def fits(manifest: Mapping) -> bool:
         """Whether the prefetch asked for this backup's file (backups before DUMP_FILE named it
@@ -456,6 +463,9 @@ def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url:
         new_session = pgconn.with_dbname(session_url, new_db)  # as this process reaches it
         secrets_ = {**repos[src_env].secrets(), **pgconn.libpq_secrets(server_url)}
         _create_database(admin, new_db, new_session, manifest)
+        if speculative is not None and not speculative.running():  # it failed, or gave its file up
+            speculative.close()
+            speculative = None
         if speculative is not None:
             speculative.claimed = True  # the script claims the prefetch's folder (and removes it) from here on
             script = manifest_restore_script(repo, dump_snapshot, manifest, tools, new_url, jobs,

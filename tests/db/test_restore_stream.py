@@ -252,3 +252,17 @@ def test_cancelling_a_prefetch_stops_its_fetch(private_tmp):
         job.result(timeout=10)  # the prefetch script ends once its folder is gone...
     assert not folder.exists()
     assert not Path(f"/proc/{pid}").exists() or "sleep" not in Path(f"/proc/{pid}/cmdline").read_text()
+
+
+def test_a_prefetch_that_fails_is_given_up_and_the_restore_fetches_exactly(pg, two_tables_db, repo, lock_dir,
+                                                                           tmp_path, private_tmp):
+    m = backup(source(pg, two_tables_db), repo, lock_dir=lock_dir)
+    real = shutil.which("restic")
+    # only the prefetch asks for a dump by tag (`--tag ...part=dump... latest`): that one fails
+    restic = _wrapper(tmp_path, "restic", f'if [[ "$*" == *part=dump* ]]; then echo "simulated: bucket gone" >&2; '
+                                          f'exit 1; fi\nexec {real} "$@"')
+    r = restore("latest", env="staging", repos={"staging": repo}, server_url=pg.url("postgres"), jobs=2,
+                tools=Tools(restic=restic))
+    assert r["prefetched"] is False and r["backup_id"] == m["id"]
+    assert fingerprints(pg.url(r["database"]).reveal()) == fingerprints(pg.url(two_tables_db).reveal())
+    assert _leftovers(private_tmp, repo.location) == ([], [])
