@@ -158,11 +158,27 @@ class SshHost:
 
     def run_script(self, script: str, secrets: Mapping[str, Secret] | None = None, *,
                    data: str | None = None, timeout: float | None = None) -> RunResult:
+        """Run `script` on the host. If this process is interrupted meanwhile, the script's
+        session on the host is ended too (`end_marked_session_script`): without a pty, Fabric
+        would only close the channel, after the script had finished by itself."""
         secrets = dict(secrets or {})
         full, stdin = prepare(script, secrets, data)
+        token = os.urandom(8).hex()
+        full = f"# {RUN_MARK}{token}\n" + full  # in argv on the host, so that an interrupt can find it
         try:
-            r = self.conn.run("bash -c " + shlex.quote(full), in_stream=io.StringIO(stdin), echo_stdin=False,
-                              hide=True, warn=True, timeout=timeout, pty=False)
+            promise = self.conn.run("bash -c " + shlex.quote(full), in_stream=io.StringIO(stdin), echo_stdin=False,
+                                    hide=True, warn=True, timeout=timeout, pty=False, asynchronous=True)
+            try:
+                while not promise.runner.process_is_finished:
+                    time.sleep(0.05)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.conn.run("bash -c " + shlex.quote(end_marked_session_script(token)), hide=True, warn=True,
+                                  timeout=30, pty=False)
+                with contextlib.suppress(Exception):
+                    promise.join()
+                raise
+            r = promise.join()
         except Exception as e:  # paramiko/socket errors: unreachable host, auth failure
             raise OpsError(f"cannot run on {self.name}: {type(e).__name__}: {e}",
                            fix="check `ssh` to the host works with the same user, port and key") from None
@@ -199,6 +215,39 @@ class SshHost:
 
     def close(self) -> None:
         self.conn.close()
+
+
+#: The comment `SshHost.run_script` puts in front of every script, followed by a random token.
+RUN_MARK = "flyops-run-"
+
+
+def end_marked_session_script(token: str) -> str:
+    """bash that ends, on the host, the session of the script marked `RUN_MARK + token`: it
+    finds the processes whose command line carries the mark (through /proc, so procps is not
+    needed), then sends their process group TERM (the scripts trap it and clean up), and KILL
+    to what is left after 5 s. The pattern is written so this script's own argv does not match."""
+    if not re.match(r"^[0-9a-f]{8,32}$", token):
+        raise ValueError(f"token {token!r}")
+    pattern = f"{RUN_MARK[:-2]}[{RUN_MARK[-2]}]-{token}"
+    return f"""\
+pgid_of() {{ local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1; s=${{s##*) }}; set -- $s; echo "$3"; }}
+self=$(pgid_of $$); groups=
+for d in /proc/[0-9]*; do
+  grep -qa -e '{pattern}' "$d/cmdline" 2>/dev/null || continue
+  g=$(pgid_of "${{d#/proc/}}") || continue
+  [ "$g" -gt 1 ] && [ "$g" != "$self" ] && groups="$groups $g"
+done
+[ -n "$groups" ] || exit 0
+for sig in TERM KILL; do
+  for g in $groups; do kill -"$sig" -- "-$g" 2>/dev/null; done
+  n=0
+  while [ "$n" -lt 50 ]; do
+    alive=; for g in $groups; do kill -0 -- "-$g" 2>/dev/null && alive=1; done
+    [ -z "$alive" ] && exit 0
+    sleep 0.1; n=$((n+1))
+  done
+done
+"""
 
 
 def kill_group(pgid: int, grace: float = 5.0) -> None:

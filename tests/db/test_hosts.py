@@ -70,3 +70,55 @@ def test_ssh_host_reaches_the_database_through_a_forwarded_port(sshd, pg):
             assert conn.execute("SELECT current_database()").fetchone()[0] == "postgres"
     with LocalHost().reach(url) as same:
         assert same == url
+
+
+def _interrupted(host, tmp_path, after: float = 1.5) -> int:
+    """Run a script that starts a long child and cleans up on exit; interrupt this process (as
+    Ctrl-C or SIGTERM do) while it waits; the interrupt must come through within seconds, not
+    when the child ends by itself (120 s). Returns the child's pid."""
+    import signal
+    import time
+
+    def interrupt(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    pid_file, cleaned = tmp_path / "child.pid", tmp_path / "cleaned"
+    script = (f"trap 'touch {cleaned}' EXIT\ntrap 'exit 143' TERM\n"
+              f"sleep 120 & echo $! > {pid_file}\nwait\n")
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, after)
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            host.run_script(script)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.monotonic() - started < after + 30, "the interrupt waited for the script to end by itself"
+    return int(pid_file.read_text())
+
+
+def _gone(pid: int, timeout: float = 10) -> bool:
+    import time
+    from pathlib import Path
+
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and b"sleep" in Path(f"/proc/{pid}/cmdline").read_bytes():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_an_interrupted_local_script_ends_with_its_children_and_cleans_up(tmp_path):
+    pid = _interrupted(LocalHost(), tmp_path)
+    assert _gone(pid) and (tmp_path / "cleaned").exists()
+
+
+def test_an_interrupted_ssh_script_ends_on_the_host_too(sshd, tmp_path):
+    """Fabric without a pty only closes the channel on Ctrl-C; the host's bash would go on
+    (a pg_dump | restic left running on a bastion). The session is found and ended."""
+    host = SshHost.parse(sshd.target, key_filename=str(sshd.key_path))
+    pid = _interrupted(host, tmp_path)
+    assert _gone(pid), "the remote child outlived the interrupt"
+    assert (tmp_path / "cleaned").exists()  # its EXIT trap ran
