@@ -16,9 +16,9 @@ interrupted 130, other failures their OpsError code. A JSON and a Markdown repor
 in every case that got past selecting the backup.
 
 Signals: SIGINT and SIGTERM become KeyboardInterrupt while a drill runs. The long step (the
-streamed restore) runs in its own process group, polled from Python, so an interrupt kills it
-instead of waiting for it; `sh` may swallow a KeyboardInterrupt that lands while it waits
-for a short foreground command, so the handler also sets a flag checked between phases.
+streamed restore) runs through `LocalHost.run_script`, in a session of its own that an
+interrupt ends (bash, restic, pg_restore and its -j workers) instead of waiting for it; the
+handler also sets a flag checked between phases, in case a caller swallowed the interrupt.
 Teardown itself runs with signals deferred, so a second Ctrl-C cannot strand a server.
 
 Processes run through `sh` only; scripts get their secrets on stdin via `flyops.hosts.prepare`.
@@ -71,8 +71,7 @@ from flyops.errors import (
 )
 from flyops.flyctl import commands as fly
 from flyops.flyctl.commands import Call
-from flyops.hosts import RunResult, kill_group, prepare
-from flyops.secret import Secret, redact
+from flyops.secret import Secret
 
 PHASES_IN_RTO = ("provision", "restore", "verify")
 
@@ -116,33 +115,6 @@ class _Signals:
             yield
         finally:
             self.deferred = False
-
-
-# -- running scripts so they can be interrupted ----------------------------------------------
-
-
-def run_script_interruptibly(script: str, secrets: dict[str, Secret] | None = None, *,
-                             poll: float = 0.05, signals: _Signals | None = None) -> RunResult:
-    """Like `LocalHost.run_script`, but in a new session polled from Python: an interrupt
-    kills the whole process group (bash, restic, pg_restore and its -j workers) and re-raises."""
-    secrets = dict(secrets or {})
-    full, stdin = prepare(script, secrets)
-    bash = shutil.which("bash") or "/bin/bash"
-    proc = sh.Command(bash)("-c", full, _in=stdin, _bg=True, _bg_exc=False, _new_session=True,
-                            _ok_code=list(range(256)), _decode_errors="replace")
-    try:
-        while proc.is_alive():
-            if signals is not None:
-                signals.check()
-            time.sleep(poll)
-        proc.wait()
-    except BaseException:
-        kill_group(proc.pid)
-        raise
-    vals = list(secrets.values())
-    out = proc.stdout.decode(errors="replace") if isinstance(proc.stdout, bytes) else str(proc.stdout)
-    err = proc.stderr.decode(errors="replace") if isinstance(proc.stderr, bytes) else str(proc.stderr)
-    return RunResult(int(proc.exit_code or 0), redact(out, vals), redact(err, vals))
 
 
 # -- targets ---------------------------------------------------------------------------------
@@ -498,9 +470,9 @@ def run_drill(*, env: str, repo_config: RepoConfig, backup: str = "latest", targ
                 with _phase(result, "restore", progress, signals) as ph:
                     script = manifest_restore_script(repo, dump_snap["id"], manifest, tools, db_url, jobs,
                                                      expected_sha256=manifest["sha256"])
-                    r = run_script_interruptibly(f"export TMPDIR={shlex.quote(str(work))}\n" + script,
-                                                 {**repo_config.secrets(), **pgconn.libpq_secrets(server_url)},
-                                                 signals=signals)
+                    r = repo.host.run_script(f"export TMPDIR={shlex.quote(str(work))}\n" + script,
+                                             {**repo_config.secrets(), **pgconn.libpq_secrets(server_url)})
+                    signals.check()
                     out = parse_kv(r.stdout)
                     result.fetched = {"sha256": out.get("sha256"), "bytes": int(out.get("bytes") or 0)}
                     tail = " ".join(r.stderr.split())[-600:]
