@@ -205,3 +205,23 @@ def test_a_failure_at_any_step_then_a_rerun_converges(hostile, fail_at):
     assert all(s["status"] == "Deployed" for s in json.loads(ops.fly("secrets", "list", "--app", "my-app-staging-web", "--json").stdout))
     for name in ("PEM_KEY", "BOTH_QUOTES"):
         assert printenv(ops, "my-app-staging-web", name) == CORPUS[name]
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ("'\"'", "lone quote"),  # dotenv single-quoted: the value is one `"`, on which flyctl's parser panics
+    ("日" * 22000, "65535 bytes"),  # 22,000 characters (under the old 61,440-character limit), 66,000 bytes
+])
+def test_values_flyctl_mishandles_are_refused_by_name_before_anything_is_sent(ops, value, why):
+    """flyctl's parser (secrets/parser.go) panics on a lone quote and silently drops a line of
+    64 KiB bytes with every later entry while exiting 0; the stand-in does the same, so
+    sending either would lose secrets. Refused with the key's name, nothing sent."""
+    give_web(ops.root, ["ODD_ONE"])
+    path = ops.root / "env" / "staging.env"
+    path.write_text("".join(f"{k}={v}\n" for k, v in STAGING_VALUES.items()) + f"ODD_ONE={value}\n")
+    path.chmod(0o600)
+    create_apps(ops, deploy_web=False)
+    before = len(ops.mutations())
+    r = ops.inv("secrets.sync", "--env", "staging", "--yes")
+    assert r.returncode == 2, r.stderr
+    assert "secret ODD_ONE" in r.stderr and why in r.stderr
+    assert len(ops.mutations()) == before

@@ -82,6 +82,12 @@ class FlyError(Exception):
         self.code = code
 
 
+class GoPanic(Exception):
+    """A panic flyctl recovers in main.go `run`: internal/sentry/sentry.go `printError` writes
+    "Oops, something went wrong! Could you try that again?", the value and a stack to stdout,
+    and the exit code is 3."""
+
+
 class Exit(Exception):
     def __init__(self, code: int = 0):
         self.code = code
@@ -449,6 +455,10 @@ def main(argv: list[str] | None = None) -> int:
         if e.usage:
             sys.stdout.write(usage_text(node))
         rc = e.code
+    except GoPanic as e:
+        sys.stdout.write(f"Oops, something went wrong! Could you try that again?\n\n{e}\ngoroutine 1 [running]:\n"
+                         "github.com/superfly/flyctl/internal/command/secrets.parseSecrets(...)\n")
+        rc = 3
     except KeyboardInterrupt:
         rc = 127
     except Exception as e:  # a bug in the stand-in: say so loudly, like a Go panic

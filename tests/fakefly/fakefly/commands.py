@@ -14,7 +14,8 @@ from pathlib import Path
 from . import FLYCTL_VERSION
 from . import model as M
 from . import state as S
-from .cli import FlyError, record_event
+from .cli import FlyError, GoPanic, record_event
+from .importparse import Panic as ParserPanic
 from .importparse import ParseError
 from .importparse import parse as parse_import
 
@@ -931,6 +932,8 @@ def secrets_import(home, opts, args):
         values = parse_import(data)
     except ParseError as e:
         raise FlyError(str(e)) from None
+    except ParserPanic as e:  # secrets/parser.go parseSecrets: value[1:len-1] on a 1-byte value
+        raise GoPanic(str(e)) from None
     _store_secrets(home, name, values)
     return deploy_secrets(home, name, stage=opts.get("stage"), detach=opts.get("detach"))
 
