@@ -5,10 +5,24 @@ the token through the environment only (FLY_API_TOKEN / FLY_ACCESS_TOKEN, never 
 Secret payload on stdin, masks every known secret value in what it shows, echoes the
 quoted command with its timing when verbose, and honours `--dry`: reads still run,
 mutations are printed and not run. Output is parsed from `--json` only.
+
+flyctl keeps state of its own in `config.yml` in its config directory (`$FLY_CONFIG_DIR`, else
+`~/.fly`: flyctl helpers/config.go `GetConfigDirectory`). Every process reads that file once at
+start-up, and a process that changes an app's secrets (or attaches a database, or destroys an
+app) writes the whole `app_secrets_minvers` map back from that start-up snapshot
+(internal/appsecrets/minvers.go `setMinvers`, internal/config/file.go `SetAppSecretsMinvers`).
+Two such processes at once lose one's entry, and later deploys then send no minimum secrets
+version for that app. So calls marked `writes_fly_config` run one at a time per config
+directory: a thread lock plus an `flock` on `<config dir>/flyops.writers.lock`, which also
+serialises them against another `inv` on the same machine. A separate config directory per
+process is no way out: the next deploy reads the shared one and would not see the entry at all.
+Deploys and reads stay concurrent; they only read the file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -16,8 +30,9 @@ import shlex
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import sh
@@ -27,6 +42,8 @@ from flyops.flyctl.commands import Call
 from flyops.secret import Secret, redact
 
 TOKEN_VARS = ("FLY_ACCESS_TOKEN", "FLY_API_TOKEN")
+WRITERS_LOCK = "flyops.writers.lock"
+_WRITERS = threading.Lock()  # one process, any number of runners
 PROXY_READY = re.compile(r"^Proxying localhost:(\d+) to remote \[([^\]]*)\]:(\d+)")
 # flyctl prints these texts instead of JSON when a list is empty (flyctl.md §9, §18)
 EMPTY_LIST_TEXTS = ("No postgres clusters found", "No managed postgres clusters found")
@@ -138,15 +155,16 @@ class FlyRunner:
             self.echo(f"$ {shown}")
         start = time.monotonic()
         try:
-            proc = sh.Command(binary)(
-                *call.args,
-                _in=call.stdin.reveal().encode() if call.stdin else None,
-                _env=env,
-                _cwd=str(call.cwd) if call.cwd else None,
-                _ok_code=list(range(256)),
-                _return_cmd=True,
-                _tty_out=False,
-            )
+            with self._config_writer(env) if call.writes_fly_config else contextlib.nullcontext():
+                proc = sh.Command(binary)(
+                    *call.args,
+                    _in=call.stdin.reveal().encode() if call.stdin else None,
+                    _env=env,
+                    _cwd=str(call.cwd) if call.cwd else None,
+                    _ok_code=list(range(256)),
+                    _return_cmd=True,
+                    _tty_out=False,
+                )
         except sh.CommandNotFound as exc:
             raise PreconditionFailed(f"cannot run flyctl at {binary}", fix="check $FLYCTL") from exc
         except sh.SignalException as exc:
@@ -172,6 +190,20 @@ class FlyRunner:
             return result.json()
         except json.JSONDecodeError as exc:
             raise OpsError(f"`{self.shown(call)}` printed something that is not JSON: {exc}") from None
+
+    @contextlib.contextmanager
+    def _config_writer(self, env: dict[str, str]) -> Iterator[None]:
+        """Hold the writers' lock of flyctl's config directory for the whole process."""
+        directory = fly_config_dir(env)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with _WRITERS:
+            fd = os.open(directory / WRITERS_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
 
     def _record(self, call: Call, rc: int | None, seconds: float, *, dry: bool) -> None:
         with self._lock:
@@ -249,6 +281,14 @@ def _stop(proc: Any) -> None:
         proc.wait()
     except Exception:  # noqa: BLE001 - a proxy that is already gone is stopped
         pass
+
+
+def fly_config_dir(env: dict[str, str]) -> Path:
+    """flyctl's config directory for a child with this environment (helpers/config.go)."""
+    if "FLY_CONFIG_DIR" in env:
+        return Path(env["FLY_CONFIG_DIR"])
+    home = env.get("HOME")
+    return (Path(home) if home else Path.home()) / ".fly"
 
 
 def free_port() -> int:

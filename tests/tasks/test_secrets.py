@@ -225,3 +225,19 @@ def test_values_flyctl_mishandles_are_refused_by_name_before_anything_is_sent(op
     assert r.returncode == 2, r.stderr
     assert "secret ODD_ONE" in r.stderr and why in r.stderr
     assert len(ops.mutations()) == before
+
+
+def test_parallel_sync_keeps_every_apps_minimum_secrets_version(ops):
+    """Each flyctl process rewrites the whole app_secrets_minvers map of config.yml from its
+    start-up snapshot (appsecrets/minvers.go); the stand-in does too. Imports to eight apps run
+    one at a time, so every app's entry is there and equals the server's secrets version, which
+    the next deploy then sends (machines_launchinput.go MinSecretsVersion)."""
+    from fakefly import flyconfig
+
+    create_apps(ops)
+    r = ops.inv("secrets.sync", "--env", "staging", "--yes", FAKEFLY_LATENCY_MS="150")
+    assert r.returncode == 0, r.stderr
+    apps = fakestate.load(ops.home)["apps"]
+    versions = {name: a["secrets_version"] for name, a in apps.items() if a.get("secrets_version")}
+    assert len(versions) >= 6
+    assert flyconfig.read_minvers(ops.home / "dot-fly") == versions

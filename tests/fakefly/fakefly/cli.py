@@ -441,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     started = time.time()
     home = fakefly_home()
+    from . import flyconfig
+
+    flyconfig.start()  # flyctl/flyctl.go initViper: config.yml is read once, at start-up
     node, rest = find_command(argv)
     rc = 1
     try:

@@ -12,6 +12,7 @@ import tomllib
 from pathlib import Path
 
 from . import FLYCTL_VERSION
+from . import flyconfig
 from . import model as M
 from . import state as S
 from .cli import FlyError, GoPanic, record_event
@@ -221,6 +222,7 @@ def apps_destroy(home, opts, args):
         with S.mutate(home) as st:
             get_app(st, name)
             del st["apps"][name]
+        flyconfig.delete_minvers(name)  # apps/destroy.go: appsecrets.DeleteMinvers
         out(f"Destroyed app {name}")
     return 0
 
@@ -773,7 +775,10 @@ def deploy(home, opts, args):
                 app["config"] = cfg
                 app["image"] = image
         record_event(home, {"type": "deploy", "app": name, "release": rel["version"], "image": image,
-                            "status": rel["status"], "strategy": strategy})
+                            "status": rel["status"], "strategy": strategy,
+                            # machines_launchinput.go: MinSecretsVersion from the start-up snapshot
+                            "min_secrets_version": flyconfig.min_secrets_version(name),
+                            "secrets_version": app.get("secrets_version", 0)})
     _emit(lines)
     if error:
         raise error
@@ -828,7 +833,15 @@ def _secrets_app(home, opts):
     return name
 
 
+def bump_secrets_version(app: dict) -> int:
+    """The app's secrets version the Machines API returns from UpdateAppSecrets (resp.Version)."""
+    app["secrets_version"] = app.get("secrets_version", 0) + 1
+    return app["secrets_version"]
+
+
 def _store_secrets(home, name, values: dict, unset: list | None = None):
+    """appsecrets.Update (internal/appsecrets/secrets.go): UpdateAppSecrets on the server, then
+    SetMinvers(app, resp.Version) in config.yml from this process's start-up snapshot."""
     with S.mutate(home) as st:
         app = st["apps"].get(name)
         if app is None:
@@ -841,6 +854,8 @@ def _store_secrets(home, name, values: dict, unset: list | None = None):
             app["secrets"][k] = rec
         for k in unset or []:
             app["secrets"].pop(k, None)
+        version = bump_secrets_version(app)
+    flyconfig.set_minvers(name, version)
 
 
 @handler("secrets list")
@@ -947,6 +962,7 @@ def secrets_deploy(home, opts, args):
 @handler("secrets sync")
 def secrets_sync(home, opts, args):
     name = _secrets_app(home, opts)
+    _store_secrets(home, name, {}, unset=[])  # appsecrets.Sync: Update with a bogus unset
     return deploy_secrets(home, name, stage=opts.get("stage"), detach=opts.get("detach"))
 
 
