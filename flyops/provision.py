@@ -9,7 +9,8 @@ each phase's independent calls concurrently:
    POSTGRES_PASSWORD (0600), where backups and later runs read it;
 2. the store and app apps (`fly apps create --org`);
 3. store volumes (flyops.volumes: one per store per region, extend never shrink);
-4. `fly postgres attach` to every app that uses the database and has no DATABASE_URL yet;
+4. `fly postgres attach` to every app that uses the database and has no DATABASE_URL yet,
+   one app at a time (attach is check-then-act on the shared database);
 5. secrets (flyops.secrets_sync: staged imports on stdin, recorded in the secrets lock),
    one restart per already-deployed app whose secrets changed.
 
@@ -219,9 +220,13 @@ def apply_up(
     if plan.attach:
         db_app = stack.app_name(COMPONENT_DB)
         say(f"attaching {db_app} to " + ", ".join(plan.attach))
-        parallel({c: (lambda c=c: runner.run(fly.postgres_attach(db_app, stack.app_name(c), stack.database.name)))
-                  for c in plan.attach})
-        res.attached = list(plan.attach)
+        # One at a time: `postgres attach` is check-then-act (postgres/attach.go: DatabaseExists,
+        # then AttachPostgresCluster, then CreateDatabase), so two at once for one database can
+        # both see none and the second then fails after registering its attachment; and each
+        # rewrites flyctl's config.yml (the runner serialises those too).
+        for c in plan.attach:
+            runner.run(fly.postgres_attach(db_app, stack.app_name(c), stack.database.name))
+            res.attached.append(c)
     # 4. secrets (need the apps): re-read the apps we just created so the plan sees them
     secrets = plan.secrets
     if plan.missing_apps and not runner.dry:

@@ -146,3 +146,22 @@ def test_failure_at_every_mutating_step_then_rerun_converges(ops, fail_at):
     n = len(ops.mutations())
     r = up(ops)
     assert r.returncode == 0 and len(ops.mutations()) == n
+
+
+def test_up_with_slow_flyctl_attaches_both_apps_to_one_database_and_loses_no_minvers(ops):
+    """web and worker attach to one database: attach.go is check-then-act, and every attach,
+    import and the cluster's creation rewrite flyctl's config.yml from a start-up snapshot.
+    With 200 ms per flyctl round trip, running them side by side lost one attach (the second
+    CreateDatabase fails) and minvers entries; `up` runs them one at a time."""
+    from fakefly import flyconfig
+
+    r = up(ops, FAKEFLY_LATENCY_MS="200")
+    assert r.returncode == 0, r.stderr
+    st = world(ops)
+    for app in ("web", "worker"):
+        assert "DATABASE_URL" in st["apps"][f"my-app-staging-{app}"]["secrets"]
+    assert st["apps"]["my-app-staging-db"]["pg"]["databases"].count(
+        st["apps"]["my-app-staging-db"]["pg"]["attachments"][0]["database"]) == 1
+    versions = {name: a["secrets_version"] for name, a in st["apps"].items() if a.get("secrets_version")}
+    assert "my-app-staging-db" in versions and len(versions) == 7
+    assert flyconfig.read_minvers(ops.home / "dot-fly") == versions
