@@ -155,15 +155,19 @@ def postgres_list() -> Call:
 
 def postgres_create(
     name: str, org: str, region: str, *, cluster_size: int, vm_size: str, volume_size_gb: int,
-    image_ref: str | None = None,
+    image_ref: str | None = None, detach: bool = False,
 ) -> Call:
     """Non-interactive: all three of size, VM and volume skip the configuration picker (§9).
-    No --password: flyctl generates one and prints it; a password never goes into argv."""
+    No --password: flyctl generates one and prints it; a password never goes into argv.
+    `detach`: skip flyctl's health watch, after which (and only after which) it prints the
+    password (flypg/launcher.go LaunchMachinesPostgres); the caller then waits by itself."""
     args = [
         "postgres", "create", "--name", name, "--org", org, "--region", region,
         "--initial-cluster-size", str(cluster_size), "--vm-size", vm_size,
         "--volume-size", str(volume_size_gb),
     ]
+    if detach:
+        args.append("--detach")
     if image_ref:
         args += ["--image-ref", image_ref]
     return _write(*args, config=True)  # flypg/launcher.go setSecrets -> appsecrets.Update

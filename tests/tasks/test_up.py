@@ -165,3 +165,21 @@ def test_up_with_slow_flyctl_attaches_both_apps_to_one_database_and_loses_no_min
     versions = {name: a["secrets_version"] for name, a in st["apps"].items() if a.get("secrets_version")}
     assert "my-app-staging-db" in versions and len(versions) == 7
     assert flyconfig.read_minvers(ops.home / "dot-fly") == versions
+
+
+def test_up_recovers_a_postgres_password_an_earlier_run_never_saw(ops):
+    """The cluster exists (a create whose health watch failed: flyctl exits 1 before it prints
+    `Password:`) and env/staging.env has no POSTGRES_PASSWORD: `up` plans a recovery, reads
+    OPERATOR_PASSWORD back from a machine of the cluster and saves it, never showing it."""
+    r = ops.fly("postgres", "create", "--name", "my-app-staging-db", "--org", "personal", "--region", "fra",
+                "--initial-cluster-size", "2", "--vm-size", "shared-cpu-1x", "--volume-size", "10",
+                FAKEFLY_UNHEALTHY="my-app-staging-db")
+    assert r.returncode == 1 and "Password:" not in r.stdout
+    pw = world(ops)["apps"]["my-app-staging-db"]["pg"]["password"]
+    r = up(ops)
+    assert r.returncode == 0, r.stderr
+    assert f"POSTGRES_PASSWORD={pw}\n" in (ops.root / "env/staging.env").read_text()
+    assert pw not in r.stdout + r.stderr and "OPERATOR_PASSWORD" in r.stderr
+    assert sum(m[:2] == ["postgres", "create"] for m in ops.mutations()) == 1  # the test's own
+    r = up(ops)
+    assert r.returncode == 0 and "nothing to do" in r.stderr
