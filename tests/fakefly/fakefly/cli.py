@@ -437,6 +437,15 @@ def has_token(opts) -> bool:
     return bool(opts.get("access-token") or os.environ.get("FLY_ACCESS_TOKEN") or os.environ.get("FLY_API_TOKEN"))
 
 
+def current_token(opts) -> str:
+    """-t beats FLY_ACCESS_TOKEN beats FLY_API_TOKEN (reference §0.1); a scheme prefix is dropped."""
+    tok = opts.get("access-token") or os.environ.get("FLY_ACCESS_TOKEN") or os.environ.get("FLY_API_TOKEN") or ""
+    for prefix in ("FlyV1 ", "Bearer "):
+        if tok.startswith(prefix):
+            tok = tok[len(prefix):]
+    return tok
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     started = time.time()
@@ -510,6 +519,10 @@ def _run(home: Path, node: Node, rest: list[str], argv: list[str]) -> int:
         raise FlyError(f"fakefly: `{' '.join(node.path)}` is not implemented by the flyctl stand-in")
     if node.path not in NO_AUTH and not has_token(opts):
         raise FlyError("no access token available. Please login with 'flyctl auth login'")
+    if node.path not in NO_AUTH:
+        from . import tokens
+
+        tokens.authorize(home, node.path, opts, args)
     if node.path in MUTATING:
         check_injection(home, argv)
     return handler(home, opts, args) or 0

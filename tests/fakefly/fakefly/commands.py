@@ -1634,3 +1634,20 @@ def config_validate(home, opts, args):
     out("✓ Configuration is valid")
     out()
     return 0
+
+
+# ------------------------------------------------------------------ tokens (fakefly/tokens.py)
+
+
+@handler("tokens create deploy", "tokens deploy")
+def tokens_create_deploy(home, opts, args):
+    from .tokens import cmd_tokens_create
+
+    return cmd_tokens_create(home, opts, args, "app")
+
+
+@handler("tokens create org")
+def tokens_create_org(home, opts, args):
+    from .tokens import cmd_tokens_create
+
+    return cmd_tokens_create(home, opts, args, "org")
