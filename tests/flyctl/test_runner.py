@@ -204,3 +204,52 @@ def test_writers_lock_lives_in_flyctls_config_dir(home, tmp_path):
         assert call.writes_fly_config, call.args
     for call in (fly.secrets_deploy("a"), fly.secrets_list("a"), fly.apps_create("a", "o")):
         assert not call.writes_fly_config, call.args
+
+
+def test_token_from_a_file_or_a_systemd_credential(home, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests/fakefly"))
+    from fakefly import state
+
+    state.seed_app(home, "a")
+    f = tmp_path / "tok"
+    f.write_text("file-token\n")
+    f.chmod(0o600)
+    r = runner(home, env={"FLY_API_TOKEN": "", "FLY_API_TOKEN_FILE": str(f)})
+    assert r.json(fly.status("a"))["Name"] == "a"
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "fly-api-token").write_text("cred-token")
+    (creds / "fly-api-token").chmod(0o400)
+    r = runner(home, env={"FLY_API_TOKEN": "", "CREDENTIALS_DIRECTORY": str(creds)})
+    assert r.json(fly.status("a"))["Name"] == "a"
+    f.chmod(0o640)
+    with pytest.raises(PreconditionFailed, match="readable by group or others"):
+        runner(home, env={"FLY_API_TOKEN": "", "FLY_API_TOKEN_FILE": str(f)}).run(fly.status("a"))
+    with pytest.raises(PreconditionFailed, match="cannot read"):
+        runner(home, env={"FLY_API_TOKEN": "", "FLY_API_TOKEN_FILE": str(tmp_path / "nope")}).run(fly.status("a"))
+    argv = (home / "argv.log").read_text()
+    assert "file-token" not in argv and "cred-token" not in argv
+
+
+def test_a_refused_token_is_exit_5_with_the_fix_and_other_failures_stay_exit_1(home):
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests/fakefly"))
+    from fakefly import state
+    from fakefly.tokens import make_token
+
+    from flyops.flyctl.runner import TokenRefused
+
+    state.seed_app(home, "a")
+    tok = make_token(home, "app", app="a")
+    with pytest.raises(TokenRefused) as exc:
+        runner(home, env={"FLY_API_TOKEN": tok}).run(fly.apps_create("b", "personal"))
+    assert exc.value.code == ExitCode.PRECONDITION and "fly tokens create org" in str(exc.value)
+    with pytest.raises(FlyctlError) as exc:
+        runner(home, env={"FLY_API_TOKEN": tok}).run(fly.status("missing"))
+    assert exc.value.code == ExitCode.PRECONDITION  # another app: refused too
+    with pytest.raises(FlyctlError) as exc:
+        runner(home).run(fly.status("missing"))
+    assert not isinstance(exc.value, TokenRefused) and exc.value.code == ExitCode.FAILURE
