@@ -149,7 +149,7 @@ def _intervals(home, verb):
 
 
 def _overlaps(iv):
-    return sum(1 for (a, b), (c, d) in zip(iv, iv[1:]) if c < b)
+    return sum(1 for (a, b), (c, d) in zip(iv, iv[1:], strict=False) if c < b)
 
 
 def test_config_writers_never_overlap_and_no_minvers_entry_is_lost(home):

@@ -12,8 +12,7 @@ import time
 import tomllib
 from pathlib import Path
 
-from . import FLYCTL_VERSION
-from . import flyconfig
+from . import FLYCTL_VERSION, flyconfig
 from . import model as M
 from . import state as S
 from .cli import FlyError, GoPanic, record_event
