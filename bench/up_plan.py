@@ -26,7 +26,7 @@ LATENCY_MS = 300
 def run(root: Path, home: Path, *args: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLY_", "FAKEFLY_"))}
     env.update(FLYOPS_ROOT=str(root), FLYCTL=str(REPO / "tests/fakefly/flyctl"), FLY_API_TOKEN="bench",
-               FAKEFLY_HOME=str(home), FAKEFLY_LATENCY_MS=str(LATENCY_MS), NO_COLOR="1")
+               FAKEFLY_HOME=str(home), FLY_CONFIG_DIR=str(home / "dot-fly"), FAKEFLY_LATENCY_MS=str(LATENCY_MS), NO_COLOR="1")
     log = home / "argv.log"
     before = len(log.read_text().splitlines()) if log.exists() else 0
     start = time.monotonic()

@@ -4,12 +4,18 @@ plan -> show -> confirm -> apply -> verify. The plan is computed from one concur
 of Fly (`flyops.plan.read_live`) and is pure (`plan_up`). Apply runs in dependency order,
 each phase's independent calls concurrently:
 
-1. the Postgres cluster (`fly postgres create`, non-interactive flags); the password it
-   prints once is parsed from stdout (never shown) and written to env/<env>.env as
-   POSTGRES_PASSWORD (0600), where backups and later runs read it;
+1. the Postgres cluster (`fly postgres create --detach`, non-interactive flags); the password
+   it prints once is parsed from stdout (never shown) and written to env/<env>.env as
+   POSTGRES_PASSWORD (0600), where backups and later runs read it. flyctl prints it only at
+   the very end, after its health watch (flypg/launcher.go), so a failed watch would lose it
+   for good: `--detach` skips that watch and `wait_for_cluster` does our own afterwards. If
+   the password was still not printed (a machine that never started), or an earlier run
+   lost it, it is read back from the cluster: OPERATOR_PASSWORD is an app secret of the
+   cluster, in its machines' environment (`fly ssh console -C "printenv OPERATOR_PASSWORD"`);
 2. the store and app apps (`fly apps create --org`);
 3. store volumes (flyops.volumes: one per store per region, extend never shrink);
-4. `fly postgres attach` to every app that uses the database and has no DATABASE_URL yet;
+4. `fly postgres attach` to every app that uses the database and has no DATABASE_URL yet,
+   one app at a time (attach is check-then-act on the shared database);
 5. secrets (flyops.secrets_sync: staged imports on stdin, recorded in the secrets lock),
    one restart per already-deployed app whose secrets changed.
 
@@ -23,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +38,7 @@ from typing import Any, Literal
 from flyops.envfile import EnvFile, env_path, load_env
 from flyops.errors import BadInput, OpsError
 from flyops.flyctl import commands as fly
-from flyops.flyctl.runner import FlyRunner
+from flyops.flyctl.runner import FlyctlError, FlyRunner
 from flyops.plan import Live, parallel, read_live
 from flyops.secret import Secret
 from flyops.secrets_sync import PENDING, SecretsPlan, build_secrets_plan, components_for, sync, wanted_for
@@ -41,6 +48,10 @@ from flyops.volumes import VolumeStep, apply_volume_steps, plan_store_volumes
 Kind = Literal["database", "app", "volume", "attach", "secret"]
 PASSWORD_LINE = re.compile(r"^\s*Password:\s*(\S+)\s*$", re.M)
 PG_PASSWORD_KEY = "POSTGRES_PASSWORD"
+#: flypg/launcher.go setSecrets: the password `postgres create` prints is this app secret
+PG_OPERATOR_SECRET = "OPERATOR_PASSWORD"
+#: as long as flyctl's own health watch (internal/watch/watch.go MachinesChecks: 300 s)
+CLUSTER_READY_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)
@@ -63,16 +74,19 @@ class UpPlan:
     attach: list[str]  # components to attach the database to
     secrets: SecretsPlan
     rows: list[UpRow] = field(default_factory=list)
+    recover_password: bool = False  # the cluster exists, env/<env>.env has no POSTGRES_PASSWORD
 
     def pending(self) -> list[UpRow]:
         return [r for r in self.rows if r.action not in ("keep", "unchanged", "external", "extra")]
 
 
-def plan_up(stack: Stack, live: Live, secrets: SecretsPlan) -> UpPlan:
-    """Pure: what `up` would do, from the live read and the secrets plan."""
+def plan_up(stack: Stack, live: Live, secrets: SecretsPlan, *, have_password: bool = True) -> UpPlan:
+    """Pure: what `up` would do, from the live read, the secrets plan and whether the env
+    file holds the cluster's password."""
     fly_db = stack.database.source == "fly"
     db_app = stack.app_name(COMPONENT_DB) if fly_db else None
     missing_db = bool(fly_db and db_app not in live.apps)
+    recover = bool(fly_db and not missing_db and not have_password)
     comps = [c for c in stack.components() if c.kind != "database"]
     missing = [c.name for c in comps if c.app not in live.apps]
     vols = plan_store_volumes(stack, live.volumes)
@@ -89,6 +103,9 @@ def plan_up(stack: Stack, live: Live, secrets: SecretsPlan) -> UpPlan:
         rows.append(UpRow("database", COMPONENT_DB, db_app, db_app, "create" if missing_db else "keep",
                           f"fly postgres create ({stack.database.cluster_size} x {stack.database.vm_size}, "
                           f"{stack.database.volume_size_gb} GB)" if missing_db else ""))
+        if recover:
+            rows.append(UpRow("database", COMPONENT_DB, db_app, PG_PASSWORD_KEY, "recover",
+                              f"not in env/{stack.env}.env: read {PG_OPERATOR_SECRET} back from the cluster"))
     for c in comps:
         rows.append(UpRow("app", c.name, c.app, c.app, "create" if c.name in missing else "keep"))
     for v in vols:
@@ -100,7 +117,7 @@ def plan_up(stack: Stack, live: Live, secrets: SecretsPlan) -> UpPlan:
         if r.status == "remove":
             continue  # `up` never prunes: that is `inv secrets.sync --prune`, with confirmation
         rows.append(UpRow("secret", r.component, r.app, r.name, r.status, r.detail))
-    return UpPlan(stack, live, missing_db, missing, vols, attach, secrets, rows)
+    return UpPlan(stack, live, missing_db, missing, vols, attach, secrets, rows, recover_password=recover)
 
 
 def read_up_plan(stack: Stack, envfile: EnvFile, runner: FlyRunner) -> UpPlan:
@@ -108,21 +125,103 @@ def read_up_plan(stack: Stack, envfile: EnvFile, runner: FlyRunner) -> UpPlan:
     comps = components_for(stack, None)
     wanted = wanted_for(stack, envfile, comps, runner)  # BadInput before any flyctl call
     live = read_live(stack, runner)
-    return plan_up(stack, live, build_secrets_plan(stack, wanted, comps, live.apps, live.secrets))
+    have = envfile.get(PG_PASSWORD_KEY)
+    return plan_up(stack, live, build_secrets_plan(stack, wanted, comps, live.apps, live.secrets),
+                   have_password=bool(have and have.reveal()))
 
 
 # ---------------------------------------------------------------------------------------
 # Apply
 
 
-def parse_pg_password(stdout: str) -> Secret:
+def parse_pg_password(stdout: str) -> Secret | None:
     m = PASSWORD_LINE.search(stdout)
-    if not m:
+    return Secret(m.group(1)) if m else None
+
+
+def recover_pg_password(runner: FlyRunner, db_app: str) -> Secret:
+    """OPERATOR_PASSWORD from a started machine of the cluster (flyctl sets it as an app
+    secret before it launches any machine: flypg/launcher.go setSecrets)."""
+    machines = runner.json(fly.machine_list(db_app)) or []
+    started = [m["id"] for m in machines if m.get("state") == "started"]
+    if not started:
         raise OpsError(
-            "`fly postgres create` succeeded but printed no `Password:` line; the cluster's postgres password is unknown",
-            fix="set it with `fly ssh console -a <db app>` (or recreate the cluster) and put it in env/<env>.env as POSTGRES_PASSWORD",
+            f"the postgres password of {db_app} is not known here and no machine of it is started to read it from",
+            fix=f"start one (fly machine start -a {db_app}), then run `inv up` again",
         )
-    return Secret(m.group(1))
+    out = runner.run(fly.ssh_command(db_app, f"printenv {PG_OPERATOR_SECRET}", machine=started[0]))
+    value = out.stdout.strip()
+    if not value or any(c.isspace() for c in value):
+        raise OpsError(f"{db_app}: {PG_OPERATOR_SECRET} is not set in its machine's environment",
+                       fix=f"put the cluster's postgres password in env/<env>.env as {PG_PASSWORD_KEY}")
+    return Secret(value)
+
+
+def wait_for_cluster(runner: FlyRunner, db_app: str, *, timeout: float = CLUSTER_READY_TIMEOUT,
+                     interval: float = 2.0) -> None:
+    """Our own readiness wait after `postgres create --detach`: every machine started and
+    every check passing, as flyctl's watch.MachinesChecks would have waited for."""
+    deadline = time.monotonic() + timeout
+    while True:
+        machines = runner.json(fly.machine_list(db_app)) or []
+        waiting = [m["id"] for m in machines if m.get("state") != "started"
+                   or any(c.get("status") != "passing" for c in m.get("checks") or [])]
+        if machines and not waiting:
+            return
+        if time.monotonic() >= deadline:
+            raise OpsError(
+                f"postgres cluster {db_app} was created and its password saved, but machine(s) "
+                f"{', '.join(waiting) or '(none)'} did not pass their checks within {timeout:.0f}s",
+                fix=f"fly status -a {db_app}; fly logs -a {db_app}",
+            )
+        time.sleep(interval)
+
+
+def save_pg_password(runner: FlyRunner, envfile: EnvFile, password: Secret, say: Callable[[str], None]) -> None:
+    runner.add_masks([password])
+    store_env_value(envfile.path, PG_PASSWORD_KEY, password)
+    envfile.values[PG_PASSWORD_KEY] = password
+    say(f"saved the cluster's postgres password as {PG_PASSWORD_KEY} in {envfile.path} (mode 0600)")
+
+
+def create_cluster(stack: Stack, runner: FlyRunner, envfile: EnvFile, say: Callable[[str], None], *,
+                   ready_timeout: float = CLUSTER_READY_TIMEOUT) -> None:
+    """`postgres create --detach`, the password saved whatever happens after the cluster
+    exists, then our own wait for its checks."""
+    db, db_app = stack.database, stack.app_name(COMPONENT_DB)
+    call = fly.postgres_create(db_app, stack.project.org, stack.primary_region, cluster_size=db.cluster_size,
+                               vm_size=db.vm_size, volume_size_gb=db.volume_size_gb, detach=True)
+    try:
+        out = runner.run(call)
+    except FlyctlError:
+        # flyctl prints the password last, so a failure never printed it; if the cluster got
+        # far enough to exist, keep its password now (a re-run would not create it again)
+        if _app_exists(runner, stack, db_app):
+            try:
+                with_recovery(runner, envfile, db_app, say)
+            except OpsError as lost:
+                say(f"{db_app}: {lost.message} (a re-run of `inv up` tries again)")
+        raise
+    if out.dry:
+        return
+    password = parse_pg_password(out.stdout)
+    if password is None:
+        with_recovery(runner, envfile, db_app, say)
+    else:
+        save_pg_password(runner, envfile, password, say)
+    wait_for_cluster(runner, db_app, timeout=ready_timeout)
+
+
+def with_recovery(runner: FlyRunner, envfile: EnvFile, db_app: str, say: Callable[[str], None]) -> None:
+    say(f"{db_app}: flyctl printed no password; reading {PG_OPERATOR_SECRET} back from the cluster")
+    save_pg_password(runner, envfile, recover_pg_password(runner, db_app), say)
+
+
+def _app_exists(runner: FlyRunner, stack: Stack, app: str) -> bool:
+    try:
+        return any(a.get("Name") == app for a in runner.json(fly.apps_list(stack.project.org)) or [])
+    except OpsError:
+        return False
 
 
 def store_env_value(path: Path, key: str, value: Secret) -> None:
@@ -193,18 +292,15 @@ def apply_up(
     org = stack.project.org
     # 1. the database cluster, then the apps (independent: concurrently)
     if plan.missing_db:
-        db = stack.database
         say(f"creating postgres cluster {stack.app_name(COMPONENT_DB)} (the password is saved, never shown)")
-        out = runner.run(fly.postgres_create(
-            stack.app_name(COMPONENT_DB), org, stack.primary_region,
-            cluster_size=db.cluster_size, vm_size=db.vm_size, volume_size_gb=db.volume_size_gb,
-        ))
-        if not out.dry:
-            password = parse_pg_password(out.stdout)
-            runner.add_masks([password])
-            store_env_value(envfile.path, PG_PASSWORD_KEY, password)
-            say(f"saved the cluster's postgres password as {PG_PASSWORD_KEY} in {envfile.path} (mode 0600)")
+        create_cluster(stack, runner, envfile, say)
         res.created_db = True
+    elif plan.recover_password:
+        if runner.dry:
+            say(f"[dry] fly ssh console --app {stack.app_name(COMPONENT_DB)} --command 'printenv {PG_OPERATOR_SECRET}'"
+                f"  (saved as {PG_PASSWORD_KEY}, not shown)")
+        else:
+            with_recovery(runner, envfile, stack.app_name(COMPONENT_DB), say)
     if plan.missing_apps:
         say("creating apps: " + ", ".join(stack.app_name(c) for c in plan.missing_apps))
         parallel({c: (lambda c=c: runner.run(fly.apps_create(stack.app_name(c), org))) for c in plan.missing_apps})
@@ -219,9 +315,13 @@ def apply_up(
     if plan.attach:
         db_app = stack.app_name(COMPONENT_DB)
         say(f"attaching {db_app} to " + ", ".join(plan.attach))
-        parallel({c: (lambda c=c: runner.run(fly.postgres_attach(db_app, stack.app_name(c), stack.database.name)))
-                  for c in plan.attach})
-        res.attached = list(plan.attach)
+        # One at a time: `postgres attach` is check-then-act (postgres/attach.go: DatabaseExists,
+        # then AttachPostgresCluster, then CreateDatabase), so two at once for one database can
+        # both see none and the second then fails after registering its attachment; and each
+        # rewrites flyctl's config.yml (the runner serialises those too).
+        for c in plan.attach:
+            runner.run(fly.postgres_attach(db_app, stack.app_name(c), stack.database.name))
+            res.attached.append(c)
     # 4. secrets (need the apps): re-read the apps we just created so the plan sees them
     secrets = plan.secrets
     if plan.missing_apps and not runner.dry:

@@ -40,6 +40,7 @@ class DeployEnv:
         self.base_env.update({
             "FLYOPS_ROOT": str(self.root), "FLYCTL": str(FLYCTL), "FLY_API_TOKEN": "test-token",
             "FAKEFLY_HOME": str(self.home), "FLYOPS_OPERATOR": "alice@laptop",
+            "FLY_CONFIG_DIR": str(self.home / "dot-fly"),
             "COLUMNS": "200", "NO_COLOR": "1",
         })
         if seed:

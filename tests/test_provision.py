@@ -49,8 +49,7 @@ def test_password_is_parsed_from_create_output_and_written_0600(tmp_path):
     out = "Postgres cluster x created\n  Username:    postgres\n  Password:    s3cr3tPW\n  Hostname:    x.internal\n"
     pw = parse_pg_password(out)
     assert pw.reveal() == "s3cr3tPW" and "s3cr3t" not in repr(pw)
-    with pytest.raises(OpsError, match="no `Password:` line"):
-        parse_pg_password("Postgres cluster x created\n")
+    assert parse_pg_password("Postgres cluster x created\n") is None  # then it is read back from the cluster
     path = tmp_path / "staging.env"
     path.write_text("# keep me\nA=1\nPOSTGRES_PASSWORD=\nB='two'\n")
     path.chmod(0o600)
@@ -59,3 +58,55 @@ def test_password_is_parsed_from_create_output_and_written_0600(tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     store_env_value(path, "OTHER", Secret("x"))
     assert parse_env_text(path.read_text())["OTHER"].reveal() == "x"
+
+
+# -- the Postgres password, against the stand-in (flypg/launcher.go prints it last) -----------------
+
+
+def _fake_runner(tmp_path, **env):
+    import sys
+
+    from flyops.flyctl.runner import FlyRunner
+
+    sys.path.insert(0, str(REPO / "tests/fakefly"))
+    home = tmp_path / "fly"
+    base = {"PATH": os.environ["PATH"], "FLYCTL": str(REPO / "tests/fakefly/flyctl"), "FLY_API_TOKEN": "t",
+            "FAKEFLY_HOME": str(home), "FLY_CONFIG_DIR": str(home / "dot-fly"), **env}
+    return FlyRunner(env=base, echo=lambda line: None), home
+
+
+def _envfile(tmp_path):
+    path = tmp_path / "staging.env"
+    path.write_text("A=1\n")
+    path.chmod(0o600)
+    return EnvFile(path=path, values={"A": Secret("1")})
+
+
+def test_a_cluster_that_fails_its_checks_still_leaves_its_password_saved(staging, tmp_path):
+    """Without --detach flyctl watches the checks and, when they fail, exits 1 before it
+    prints `Password:` (the stand-in does too): the password was gone for good. With
+    --detach it is printed and saved first; our own wait then reports the checks."""
+    from flyops.provision import create_cluster
+
+    runner, home = _fake_runner(tmp_path, FAKEFLY_UNHEALTHY="my-app-staging-db")
+    from fakefly import state
+
+    envfile = _envfile(tmp_path)
+    with pytest.raises(OpsError, match="created and its password saved, but machine"):
+        create_cluster(staging, runner, envfile, lambda line: None, ready_timeout=0.5)
+    pw = state.load(home)["apps"]["my-app-staging-db"]["pg"]["password"]
+    assert f"POSTGRES_PASSWORD={pw}\n" in envfile.path.read_text()
+    assert any("--detach" in r.args for r in runner.records if r.args[:2] == ("postgres", "create"))
+
+
+def test_a_lost_password_is_read_back_from_the_cluster(staging, tmp_path):
+    from flyops.flyctl import commands as fly
+    from flyops.provision import recover_pg_password
+
+    runner, home = _fake_runner(tmp_path)
+    from fakefly import state
+
+    runner.run(fly.postgres_create("my-app-staging-db", "personal", "fra", cluster_size=2, vm_size="shared-cpu-1x",
+                                   volume_size_gb=1))
+    pw = state.load(home)["apps"]["my-app-staging-db"]["pg"]["password"]
+    assert recover_pg_password(runner, "my-app-staging-db").reveal() == pw

@@ -21,6 +21,10 @@ class Call:
     stdin: Secret | None = field(default=None, repr=False)
     json: bool = False
     cwd: Path | None = None
+    #: the flyctl process rewrites `app_secrets_minvers` in its config.yml from the snapshot it
+    #: read at start-up (internal/appsecrets/minvers.go `setMinvers`, called by appsecrets.Update
+    #: and DeleteMinvers): the runner never runs two of these at once against one config dir
+    writes_fly_config: bool = False
 
     def __post_init__(self) -> None:
         for a in self.args:
@@ -32,8 +36,8 @@ def _read(*args: str) -> Call:
     return Call(tuple(args), mutating=False, json="--json" in args)
 
 
-def _write(*args: str, stdin: Secret | None = None, cwd: Path | None = None) -> Call:
-    return Call(tuple(args), mutating=True, stdin=stdin, json="--json" in args, cwd=cwd)
+def _write(*args: str, stdin: Secret | None = None, cwd: Path | None = None, config: bool = False) -> Call:
+    return Call(tuple(args), mutating=True, stdin=stdin, json="--json" in args, cwd=cwd, writes_fly_config=config)
 
 
 # --- apps ------------------------------------------------------------------------------
@@ -48,7 +52,7 @@ def apps_create(app: str, org: str) -> Call:
 
 
 def apps_destroy(app: str) -> Call:
-    return _write("apps", "destroy", app, "--yes")
+    return _write("apps", "destroy", app, "--yes", config=True)  # apps/destroy.go: DeleteMinvers
 
 
 def status(app: str) -> Call:
@@ -93,14 +97,14 @@ def secrets_import(app: str, payload: Secret, *, stage: bool) -> Call:
     args = ["secrets", "import", "--app", app]
     if stage:
         args.append("--stage")
-    return _write(*args, stdin=payload)
+    return _write(*args, stdin=payload, config=True)  # appsecrets.Update -> SetMinvers
 
 
 def secrets_unset(app: str, names: list[str], *, stage: bool) -> Call:
     args = ["secrets", "unset", *names, "--app", app]
     if stage:
         args.append("--stage")
-    return _write(*args)
+    return _write(*args, config=True)  # appsecrets.Update -> SetMinvers
 
 
 def secrets_deploy(app: str) -> Call:
@@ -151,22 +155,27 @@ def postgres_list() -> Call:
 
 def postgres_create(
     name: str, org: str, region: str, *, cluster_size: int, vm_size: str, volume_size_gb: int,
-    image_ref: str | None = None,
+    image_ref: str | None = None, detach: bool = False,
 ) -> Call:
     """Non-interactive: all three of size, VM and volume skip the configuration picker (§9).
-    No --password: flyctl generates one and prints it; a password never goes into argv."""
+    No --password: flyctl generates one and prints it; a password never goes into argv.
+    `detach`: skip flyctl's health watch, after which (and only after which) it prints the
+    password (flypg/launcher.go LaunchMachinesPostgres); the caller then waits by itself."""
     args = [
         "postgres", "create", "--name", name, "--org", org, "--region", region,
         "--initial-cluster-size", str(cluster_size), "--vm-size", vm_size,
         "--volume-size", str(volume_size_gb),
     ]
+    if detach:
+        args.append("--detach")
     if image_ref:
         args += ["--image-ref", image_ref]
-    return _write(*args)
+    return _write(*args, config=True)  # flypg/launcher.go setSecrets -> appsecrets.Update
 
 
 def postgres_attach(pg_app: str, app: str, database_name: str) -> Call:
-    return _write("postgres", "attach", pg_app, "--app", app, "--database-name", database_name, "--yes")
+    return _write("postgres", "attach", pg_app, "--app", app, "--database-name", database_name, "--yes",
+                  config=True)  # postgres/attach.go runAttachCluster -> appsecrets.Update
 
 
 # --- machines --------------------------------------------------------------------------

@@ -5,10 +5,24 @@ the token through the environment only (FLY_API_TOKEN / FLY_ACCESS_TOKEN, never 
 Secret payload on stdin, masks every known secret value in what it shows, echoes the
 quoted command with its timing when verbose, and honours `--dry`: reads still run,
 mutations are printed and not run. Output is parsed from `--json` only.
+
+flyctl keeps state of its own in `config.yml` in its config directory (`$FLY_CONFIG_DIR`, else
+`~/.fly`: flyctl helpers/config.go `GetConfigDirectory`). Every process reads that file once at
+start-up, and a process that changes an app's secrets (or attaches a database, or destroys an
+app) writes the whole `app_secrets_minvers` map back from that start-up snapshot
+(internal/appsecrets/minvers.go `setMinvers`, internal/config/file.go `SetAppSecretsMinvers`).
+Two such processes at once lose one's entry, and later deploys then send no minimum secrets
+version for that app. So calls marked `writes_fly_config` run one at a time per config
+directory: a thread lock plus an `flock` on `<config dir>/flyops.writers.lock`, which also
+serialises them against another `inv` on the same machine. A separate config directory per
+process is no way out: the next deploy reads the shared one and would not see the entry at all.
+Deploys and reads stay concurrent; they only read the file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -16,8 +30,9 @@ import shlex
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import sh
@@ -27,6 +42,21 @@ from flyops.flyctl.commands import Call
 from flyops.secret import Secret, redact
 
 TOKEN_VARS = ("FLY_ACCESS_TOKEN", "FLY_API_TOKEN")
+#: where a scheduled job keeps its token instead of its environment or argv: a file named by
+#: this variable (chmod 600), or the systemd credential `fly-api-token` (LoadCredential=)
+TOKEN_FILE_VAR = "FLY_API_TOKEN_FILE"
+TOKEN_CREDENTIAL = "fly-api-token"
+#: A token refused for what it was asked to do. Every macaroon check that fails says
+#: "unauthorized ..." (superfly/macaroon errors.go ErrUnauthorized, resset "unauthorized for"),
+#: which flyctl prints after "Error: " as the API returned it (fly-go flaps/flaps.go
+#: handleAPIError); GraphQL says "Not authorized to ..." (the server's wording is not in
+#: flyctl's source). Only flyctl's `Error:` line is looked at: a failing deploy with a deploy
+#: token also warns "not authorized to retrieve app logs" (deploy/machines_releasecommand.go).
+REFUSED = re.compile(r"\b(unauthorized|not authorized)\b", re.I)
+TOKEN_FIX = ("use an org token: export FLY_API_TOKEN=$(fly tokens create org -o ORG -x 2h) "
+             "(a deploy token covers one app only); README: 'Which Fly token'")
+WRITERS_LOCK = "flyops.writers.lock"
+_WRITERS = threading.Lock()  # one process, any number of runners
 PROXY_READY = re.compile(r"^Proxying localhost:(\d+) to remote \[([^\]]*)\]:(\d+)")
 # flyctl prints these texts instead of JSON when a list is empty (flyctl.md §9, §18)
 EMPTY_LIST_TEXTS = ("No postgres clusters found", "No managed postgres clusters found")
@@ -41,6 +71,20 @@ class FlyctlError(OpsError):
         self.call = call
         self.rc = rc
         self.stderr = stderr
+
+
+class TokenRefused(FlyctlError):
+    """flyctl ran, and Fly refused the token for this call (exit 5: the wrong token)."""
+
+    code = ExitCode.PRECONDITION
+
+    def __init__(self, call: Call, rc: int, stderr: str, shown: str):
+        super().__init__(call, rc, stderr, shown)
+        self.message = (f"the Fly token is not allowed to run `{shown}` "
+                        f"(flyctl: {_error_line(stderr)})")
+        self.fix = TOKEN_FIX
+        self.code = ExitCode.PRECONDITION
+        self.args = (self.message,)
 
 
 def _error_line(stderr: str) -> str:
@@ -113,10 +157,20 @@ class FlyRunner:
         return dict(self.env if self.env is not None else os.environ)
 
     def _check_token(self, env: dict[str, str]) -> None:
+        """A token in the environment, else from a file meant for it (the child gets it in its
+        environment either way, never in argv)."""
+        if not any(env.get(v) for v in TOKEN_VARS):
+            token = token_from_file(env)
+            if token is not None:
+                self.add_masks([token])
+                env["FLY_API_TOKEN"] = token.reveal()
+        env.pop(TOKEN_FILE_VAR, None)
         if not any(env.get(v) for v in TOKEN_VARS):
             raise PreconditionFailed(
-                "no Fly token: set FLY_API_TOKEN (or FLY_ACCESS_TOKEN) in the environment",
-                fix="export FLY_API_TOKEN=$(fly tokens create deploy -x 2h)  # never pass it on the command line",
+                "no Fly token: set FLY_API_TOKEN (or FLY_ACCESS_TOKEN) in the environment, "
+                f"or {TOKEN_FILE_VAR} to a chmod-600 file holding it",
+                fix="export FLY_API_TOKEN=$(fly tokens create org -x 2h)  # never pass it on the command line; "
+                    "README: 'Which Fly token'",
             )
 
     def shown(self, call: Call) -> str:
@@ -138,15 +192,16 @@ class FlyRunner:
             self.echo(f"$ {shown}")
         start = time.monotonic()
         try:
-            proc = sh.Command(binary)(
-                *call.args,
-                _in=call.stdin.reveal().encode() if call.stdin else None,
-                _env=env,
-                _cwd=str(call.cwd) if call.cwd else None,
-                _ok_code=list(range(256)),
-                _return_cmd=True,
-                _tty_out=False,
-            )
+            with self._config_writer(env) if call.writes_fly_config else contextlib.nullcontext():
+                proc = sh.Command(binary)(
+                    *call.args,
+                    _in=call.stdin.reveal().encode() if call.stdin else None,
+                    _env=env,
+                    _cwd=str(call.cwd) if call.cwd else None,
+                    _ok_code=list(range(256)),
+                    _return_cmd=True,
+                    _tty_out=False,
+                )
         except sh.CommandNotFound as exc:
             raise PreconditionFailed(f"cannot run flyctl at {binary}", fix="check $FLYCTL") from exc
         except sh.SignalException as exc:
@@ -159,6 +214,8 @@ class FlyRunner:
         if self.verbose:
             self.echo(f"  -> exit {rc} in {seconds:.2f}s")
         if rc != 0 and check:
+            if REFUSED.search(_error_line(stderr)):
+                raise TokenRefused(call, rc, stderr, shown)
             raise FlyctlError(call, rc, stderr, shown)
         return Result(stdout, stderr, rc, seconds)
 
@@ -172,6 +229,20 @@ class FlyRunner:
             return result.json()
         except json.JSONDecodeError as exc:
             raise OpsError(f"`{self.shown(call)}` printed something that is not JSON: {exc}") from None
+
+    @contextlib.contextmanager
+    def _config_writer(self, env: dict[str, str]) -> Iterator[None]:
+        """Hold the writers' lock of flyctl's config directory for the whole process."""
+        directory = fly_config_dir(env)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with _WRITERS:
+            fd = os.open(directory / WRITERS_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
 
     def _record(self, call: Call, rc: int | None, seconds: float, *, dry: bool) -> None:
         with self._lock:
@@ -249,6 +320,40 @@ def _stop(proc: Any) -> None:
         proc.wait()
     except Exception:  # noqa: BLE001 - a proxy that is already gone is stopped
         pass
+
+
+def token_from_file(env: dict[str, str]) -> Secret | None:
+    """The token of a scheduled job: `$FLY_API_TOKEN_FILE`, else the systemd credential
+    `$CREDENTIALS_DIRECTORY/fly-api-token` (LoadCredential=). None when neither is set."""
+    named = env.get(TOKEN_FILE_VAR)
+    creds = env.get("CREDENTIALS_DIRECTORY")
+    if named:
+        path = Path(named)
+    elif creds and (Path(creds) / TOKEN_CREDENTIAL).exists():
+        path = Path(creds) / TOKEN_CREDENTIAL
+    else:
+        return None
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise PreconditionFailed(f"cannot read the Fly token file {path}: {exc.strerror}",
+                                 fix=f"create it: fly tokens create ... > {path} && chmod 600 {path}") from None
+    if mode & 0o077 and not creds:
+        raise PreconditionFailed(f"the Fly token file {path} is readable by group or others",
+                                 fix=f"chmod 600 {path}")
+    if not text:
+        raise PreconditionFailed(f"the Fly token file {path} is empty",
+                                 fix=f"fly tokens create ... > {path} && chmod 600 {path}")
+    return Secret(text)
+
+
+def fly_config_dir(env: dict[str, str]) -> Path:
+    """flyctl's config directory for a child with this environment (helpers/config.go)."""
+    if "FLY_CONFIG_DIR" in env:
+        return Path(env["FLY_CONFIG_DIR"])
+    home = env.get("HOME")
+    return (Path(home) if home else Path.home()) / ".fly"
 
 
 def free_port() -> int:

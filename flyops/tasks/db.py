@@ -62,12 +62,19 @@ def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, o
     envfile = load_env(root(), env, must_exist=True)
     repo = from_stack.repo_config(stack, envfile)
     host = host_for(on, ssh_key)
+    runner = runner_for(ctx) if stack.database.source == "fly" and not direct else None
+    if window is not None and runner is not None:
+        # a scheduled run that could not reach the database must say so every time, not only
+        # once a backup is due: one read of the database app proves the token works for it
+        from flyops.flyctl import commands as fly
+        from flyops.stack import COMPONENT_DB
+
+        runner.json(fly.status(stack.app_name(COMPONENT_DB)))
     if window is not None and core.should_skip(repo, stack.env, window, host=host):
         age = core.newest_backup_age(repo, stack.env, host=host)
         msg = f"skipped: the newest backup of {stack.env} is {format_duration(age or 0)} old (< {if_older_than})"
         print_json({"skipped": True, "reason": msg, "env": stack.env}) if json else console(stderr=True).print(msg)
         return
-    runner = runner_for(ctx) if stack.database.source == "fly" and not direct else None
     with from_stack.database_url(stack, envfile, runner, direct=direct) as url, progress(f"backing up {stack.env}", json):
         manifest = core.backup(
             from_stack.backup_source(stack, url), repo, host=host, kind=kind, reason=reason,

@@ -268,3 +268,23 @@ def test_dockerfile_builds():
                           "--target", "runner", "-t", "flyops-backup-runner:test", str(ROOT)],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_scheduled_jobs_get_the_fly_token_from_a_file_never_argv():
+    """cron: FLY_API_TOKEN_FILE names a chmod-600 file; systemd: LoadCredential= hands it to
+    the service as $CREDENTIALS_DIRECTORY/fly-api-token. Neither carries the token itself."""
+    lines = crontab_lines(sched())
+    assert 'FLY_API_TOKEN_FILE="/srv/ops repo/env/production.fly-token"' in lines
+    assert not any("FLY_API_TOKEN=" in ln for ln in lines)
+    for name, text in systemd_units(sched()).items():
+        if name.endswith(".service"):
+            cp = configparser.ConfigParser(interpolation=None, strict=True)
+            cp.optionxform = str
+            cp.read_string(text)
+            assert cp["Service"]["LoadCredential"] == "fly-api-token:/srv/ops repo/env/production.fly-token"
+            assert "FLY_API_TOKEN" not in text
+    custom = sched(fly_token_file=Path("/etc/flyops/token"))
+    assert 'FLY_API_TOKEN_FILE="/etc/flyops/token"' in crontab_lines(custom)
+    with pytest.raises(BadInput):
+        sched(fly_token_file=Path("relative/token"))
+    assert (ROOT / ".gitignore").read_text().count("env/*.fly-token") == 1

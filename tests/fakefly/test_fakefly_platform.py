@@ -164,8 +164,40 @@ def test_postgres_create_attach_list(fly):
     assert "The following secret was added to my-web:" in r.out
     r = fly.run("postgres", "attach", "db", "-a", "my-web", "--database-user", "other")
     assert r.rc == 1 and "DATABASE_URL" in r.err
+    # attach.go: the database exists -> prompt.Confirm, which fails without a terminal
     r = fly.run("postgres", "attach", "db", "-a", "my-web", "--variable-name", "X_URL")
+    assert r.rc == 1 and r.err.endswith("\nError: prompt: non interactive\n")
+    r = fly.run("postgres", "attach", "db", "-a", "my-web", "--variable-name", "X_URL", "--yes")
     assert r.rc == 1 and "my_web" in r.err and "already exists" in r.err
+
+
+def test_postgres_attach_is_check_then_act(fly):
+    """postgres/attach.go runAttachCluster: DatabaseExists, then AttachPostgresCluster, then
+    CreateDatabase, with nothing held in between. Two attaches of one database at once both
+    see "no database"; one CreateDatabase fails after its attachment was registered."""
+    import subprocess
+
+    from fakefly import state
+
+    r = fly.run("postgres", "create", "--name", "db", "--org", "personal", "--region", "ams",
+                "--initial-cluster-size", "1", "--vm-size", "shared-cpu-1x", "--volume-size", "1")
+    assert r.rc == 0, r.err
+    for a in ("web", "worker"):
+        fly.run("apps", "create", a)
+    procs = [fly.popen("postgres", "attach", "db", "-a", a, "--database-name", "shared", "--yes",
+                       env={"FAKEFLY_LATENCY_MS": 300}, stdin=subprocess.DEVNULL) for a in ("web", "worker")]
+    results = [(p.wait(30), p.stderr.read()) for p in procs]
+    assert sorted(rc for rc, _ in results) == [0, 1], results
+    assert any('Error: 500: pq: database "shared" already exists' in err for _, err in results)
+    pg = state.load(fly.home)["apps"]["db"]["pg"]
+    assert len(pg["attachments"]) == 2 and pg["databases"].count("shared") == 1
+    with_url = [a for a in ("web", "worker") if "DATABASE_URL" in state.load(fly.home)["apps"][a]["secrets"]]
+    assert len(with_url) == 1
+    # one after the other, the second sees the database and attaches to it (with --yes)
+    loser = ({"web", "worker"} - set(with_url)).pop()
+    r = fly.run("postgres", "attach", "db", "-a", loser, "--database-name", "shared", "--database-user", loser + "2", "--yes")
+    assert r.rc == 0, r.err
+    assert "Creating database" not in r.out
 
 
 def test_scale_count(fly, tmp_path):
@@ -204,3 +236,33 @@ def test_config_validate(fly, tmp_path):
     assert fly.run("config", "validate", "-c", str(strict)).rc == 0
     r = fly.run("config", "validate", "-c", str(strict), "--strict")
     assert r.rc == 1 and "  - bogus" in r.out and r.err == "Error: strict validation failed\n"
+
+
+PG_CREATE = ("postgres", "create", "--name", "pgx", "--org", "personal", "--region", "ams",
+             "--initial-cluster-size", "2", "--vm-size", "shared-cpu-1x", "--volume-size", "1")
+
+
+def test_postgres_create_prints_the_password_last_and_not_at_all_if_the_watch_fails(fly):
+    """flypg/launcher.go LaunchMachinesPostgres: secrets set, machines launched and started,
+    checks watched (unless --detach), and only then `Password:`. A failed watch exits 1 with
+    the cluster created: a re-run sees the name taken, and the password is never shown."""
+    from fakefly import state
+
+    r = fly.run(*PG_CREATE, env={"FAKEFLY_UNHEALTHY": "pgx"})
+    assert r.rc == 1 and "Password:" not in r.out and "context deadline exceeded" in r.err
+    assert r.out.splitlines()[-1] == "==> Monitoring health checks"
+    st = state.load(fly.home)["apps"]["pgx"]
+    assert len(st["machines"]) == 2 and "OPERATOR_PASSWORD" in st["secrets"]
+    assert fly.run(*PG_CREATE).rc == 1  # the name is taken now
+    # what is left: the password is an app secret, in every machine's environment
+    mid = st["machines"][0]["id"]
+    r = fly.run("ssh", "console", "-a", "pgx", "--machine", mid, "-C", "printenv OPERATOR_PASSWORD")
+    assert r.rc == 0 and r.out == st["pg"]["password"] + "\n"
+
+
+def test_postgres_create_detach_skips_only_the_watch(fly):
+    r = fly.run(*PG_CREATE, "--detach", env={"FAKEFLY_UNHEALTHY": "pgx"})
+    assert r.rc == 0, r.err
+    lines = r.out.splitlines()
+    assert "==> Monitoring health checks" not in lines and lines.count("Waiting for machine to start...") == 2
+    assert any(line.startswith("  Password:    ") for line in lines)

@@ -169,3 +169,36 @@ def test_ssh_machine_and_region_selection(fly, tmp_path):
     assert "FLY_REGION=ams" in r.out and "PRIMARY_REGION=ams" in r.out
     r = fly.run("ssh", "console", "-a", "web", "-r", "syd", "-C", "env")
     assert r.rc == 1 and "has no started VMs" in r.err
+
+
+# -- parser.go's two traps, through the CLI (checked against parser.go compiled with Go 1.19) ------
+
+
+@pytest.mark.parametrize("payload", ['A=ok\nLONE="\n', "A=ok\nLONE='\n", "LONE= '\n", "LONE='#x\n"])
+def test_import_panics_on_a_lone_quote_and_sets_nothing(fly, payload):
+    """secrets/parser.go parseSecrets slices value[1:len-1] of a one-character quoted value:
+    a runtime panic, recovered in main.go `run` (exit 3), printed by sentry.go `printError`."""
+    from fakefly import state
+
+    state.seed_app(fly.home, "web")
+    r = fly.run("secrets", "import", "-a", "web", "--stage", input=payload)
+    assert r.rc == 3
+    assert r.out.startswith("Oops, something went wrong! Could you try that again?")
+    assert "slice bounds out of range [1:0]" in r.out
+    assert state.load(fly.home)["apps"]["web"]["secrets"] == {}
+
+
+def test_import_stops_silently_at_a_line_of_64_KiB_bytes(fly):
+    """bufio.Scanner's default buffer holds 65535 bytes and the newline; a longer line ends
+    Scan() and parseSecrets never checks scanner.Err(): exit 0, that entry and later ones lost.
+    21845 three-byte characters are 65535 bytes of value, 65537 with `B=`."""
+    from fakefly import state
+
+    state.seed_app(fly.home, "web")
+    r = fly.run("secrets", "import", "-a", "web", "--stage", input="A=1\nB=" + "日" * 21845 + "\nC=3\n")
+    assert r.rc == 0, r.err
+    assert sorted(state.load(fly.home)["apps"]["web"]["secrets"]) == ["A"]
+    fits = "x" * (65535 - 2)
+    r = fly.run("secrets", "import", "-a", "web", "--stage", input=f"A=1\nB={fits}\nC=3\n")
+    assert r.rc == 0
+    assert sorted(state.load(fly.home)["apps"]["web"]["secrets"]) == ["A", "B", "C"]

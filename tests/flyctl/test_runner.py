@@ -24,7 +24,8 @@ def home(tmp_path):
 
 
 def runner(home, **kw) -> FlyRunner:
-    env = {"PATH": os.environ["PATH"], "FLYCTL": FAKEFLY, "FLY_API_TOKEN": "tok", "FAKEFLY_HOME": str(home)}
+    env = {"PATH": os.environ["PATH"], "FLYCTL": FAKEFLY, "FLY_API_TOKEN": "tok", "FAKEFLY_HOME": str(home),
+           "FLY_CONFIG_DIR": str(home / "dot-fly")}
     env.update(kw.pop("env", {}))
     lines: list[str] = []
     r = FlyRunner(env=env, echo=lines.append, **kw)
@@ -137,3 +138,118 @@ def test_proxy_failure_is_reported(home):
     r.json(fly.apps_create("db-app", "personal"))
     with pytest.raises(FlyctlError, match="no such host"):
         r.start_proxy(fly.proxy("db-app", free_port(), 5432, host="nowhere.internal"), timeout=20)
+
+
+# -- flyctl's config.yml: writers one at a time (appsecrets/minvers.go, config/file.go) -------------
+
+
+def _intervals(home, verb):
+    rows = [json.loads(line) for line in (home / "argv.log").read_text().splitlines()]
+    return sorted((r["t"], r["t"] + r["duration"]) for r in rows if r["argv"][: len(verb)] == verb)
+
+
+def _overlaps(iv):
+    return sum(1 for (a, b), (c, d) in zip(iv, iv[1:], strict=False) if c < b)
+
+
+def test_config_writers_never_overlap_and_no_minvers_entry_is_lost(home):
+    """Six imports from six threads: flyctl would rewrite the whole app_secrets_minvers map
+    from its start-up snapshot, so overlapping processes lose entries (the stand-in models it;
+    tests/fakefly/test_fakefly_flyconfig.py). The runner runs them one at a time."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests/fakefly"))
+    from fakefly import flyconfig, state
+
+    r = runner(home, env={"FAKEFLY_LATENCY_MS": "150"})
+    apps = [f"app{i}" for i in range(6)]
+    for a in apps:
+        state.seed_app(home, a)
+    threads = [threading.Thread(target=r.run, args=(fly.secrets_import(a, encode_for_import({"K": Secret("v")}),
+                                                                          stage=True),)) for a in apps]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert flyconfig.read_minvers(home / "dot-fly") == {a: 1 for a in apps}
+    assert _overlaps(_intervals(home, ["secrets", "import"])) == 0
+
+
+def test_deploys_and_reads_stay_concurrent(home, tmp_path):
+    """Only the writers queue: reads (and deploys, which only read config.yml) overlap."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests/fakefly"))
+    from fakefly import state
+
+    r = runner(home, env={"FAKEFLY_LATENCY_MS": "300"})
+    for i in range(4):
+        state.seed_app(home, f"app{i}")
+    threads = [threading.Thread(target=r.json, args=(fly.secrets_list(f"app{i}"),)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert _overlaps(_intervals(home, ["secrets", "list"])) >= 1
+
+
+def test_writers_lock_lives_in_flyctls_config_dir(home, tmp_path):
+    from flyops.flyctl.runner import fly_config_dir
+
+    assert fly_config_dir({"FLY_CONFIG_DIR": "/x/y", "HOME": "/h"}) == __import__("pathlib").Path("/x/y")
+    assert fly_config_dir({"HOME": "/h"}) == __import__("pathlib").Path("/h/.fly")
+    for call in (fly.secrets_import("a", Secret("K=v\n"), stage=True), fly.secrets_unset("a", ["K"], stage=True),
+                 fly.postgres_attach("db", "a", "a"), fly.apps_destroy("a"),
+                 fly.postgres_create("db", "o", "fra", cluster_size=1, vm_size="x", volume_size_gb=1)):
+        assert call.writes_fly_config, call.args
+    for call in (fly.secrets_deploy("a"), fly.secrets_list("a"), fly.apps_create("a", "o")):
+        assert not call.writes_fly_config, call.args
+
+
+def test_token_from_a_file_or_a_systemd_credential(home, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests/fakefly"))
+    from fakefly import state
+
+    state.seed_app(home, "a")
+    f = tmp_path / "tok"
+    f.write_text("file-token\n")
+    f.chmod(0o600)
+    r = runner(home, env={"FLY_API_TOKEN": "", "FLY_API_TOKEN_FILE": str(f)})
+    assert r.json(fly.status("a"))["Name"] == "a"
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "fly-api-token").write_text("cred-token")
+    (creds / "fly-api-token").chmod(0o400)
+    r = runner(home, env={"FLY_API_TOKEN": "", "CREDENTIALS_DIRECTORY": str(creds)})
+    assert r.json(fly.status("a"))["Name"] == "a"
+    f.chmod(0o640)
+    with pytest.raises(PreconditionFailed, match="readable by group or others"):
+        runner(home, env={"FLY_API_TOKEN": "", "FLY_API_TOKEN_FILE": str(f)}).run(fly.status("a"))
+    with pytest.raises(PreconditionFailed, match="cannot read"):
+        runner(home, env={"FLY_API_TOKEN": "", "FLY_API_TOKEN_FILE": str(tmp_path / "nope")}).run(fly.status("a"))
+    argv = (home / "argv.log").read_text()
+    assert "file-token" not in argv and "cred-token" not in argv
+
+
+def test_a_refused_token_is_exit_5_with_the_fix_and_other_failures_stay_exit_1(home):
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests/fakefly"))
+    from fakefly import state
+    from fakefly.tokens import make_token
+
+    from flyops.flyctl.runner import TokenRefused
+
+    state.seed_app(home, "a")
+    tok = make_token(home, "app", app="a")
+    with pytest.raises(TokenRefused) as exc:
+        runner(home, env={"FLY_API_TOKEN": tok}).run(fly.apps_create("b", "personal"))
+    assert exc.value.code == ExitCode.PRECONDITION and "fly tokens create org" in str(exc.value)
+    with pytest.raises(FlyctlError) as exc:
+        runner(home, env={"FLY_API_TOKEN": tok}).run(fly.status("missing"))
+    assert exc.value.code == ExitCode.PRECONDITION  # another app: refused too
+    with pytest.raises(FlyctlError) as exc:
+        runner(home).run(fly.status("missing"))
+    assert not isinstance(exc.value, TokenRefused) and exc.value.code == ExitCode.FAILURE

@@ -36,7 +36,8 @@ class Ops:
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FAKEFLY_", "FLY_"))}
         env.update(FLYOPS_ROOT=str(self.root), FLYCTL=str(FAKEFLY), FLY_API_TOKEN="test-token",
-                   FAKEFLY_HOME=str(self.home), NO_COLOR="1", COLUMNS="200")
+                   FAKEFLY_HOME=str(self.home), FLY_CONFIG_DIR=str(self.home / "dot-fly"),
+                   NO_COLOR="1", COLUMNS="200")
         env.update(extra)
         return env
 

@@ -174,3 +174,46 @@ def test_sigterm_during_a_backup_records_nothing_and_frees_the_lock(local, pg, t
     assert listed == []
     again = local.inv("db.backup", "--env", "local", "--json")  # the lock was released
     assert again.returncode == 0, again.stderr
+
+
+def test_a_scheduled_backup_reads_its_token_from_a_file_and_fails_loudly_when_not_due(ops, pg, make_db, tmp_path):
+    """The crontab/systemd jobs pass the token as a chmod-600 file (FLY_API_TOKEN_FILE or the
+    systemd credential), never argv. A deploy token of the database app is enough for
+    `fly proxy`. A run whose token no longer works fails with exit 5 even when the backup is
+    not due yet: the old "skipped" exit 0 hid it until the next backup was due."""
+    import sys
+
+    from tests.helpers import REPO
+
+    sys.path.insert(0, str(REPO / "tests/fakefly"))
+    from fakefly.tokens import make_token
+
+    db = make_db("my_app")
+    seed_sample(pg.url(db).reveal())
+    edit(ops.root / "fly/stack.toml", 'name = "my_app"', f'name = "{db}"')
+    write_env(ops.root, "staging", {"POSTGRES_PASSWORD": pg.password.reveal(), "RESTIC_PASSWORD": RESTIC_PW})
+    assert ops.fly("apps", "create", "my-app-staging-db", "--org", "personal").returncode == 0
+    (ops.home / "services.json").write_text(json.dumps({"my-app-staging-db.internal:5432": f"127.0.0.1:{pg.port}"}))
+    token_file = tmp_path / "staging.fly-token"
+    token_file.write_text(make_token(ops.home, "app", app="my-app-staging-db") + "\n")
+    token_file.chmod(0o600)
+    scheduled = ("db.backup", "--env", "staging", "--kind", "scheduled", "--if-older-than", "20h", "--json")
+    r = ops.inv(*scheduled, FLY_API_TOKEN="", FLY_API_TOKEN_FILE=str(token_file))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["kind"] == "scheduled"
+    r = ops.inv(*scheduled, FLY_API_TOKEN="", FLY_API_TOKEN_FILE=str(token_file))
+    assert r.returncode == 0 and json.loads(r.stdout)["skipped"] is True  # not due, token fine
+    # the token expired (or was revoked): not due, and still loud
+    token_file.write_text(make_token(ops.home, "app", app="my-app-staging-db", expires_in=-1))
+    r = ops.inv(*scheduled, FLY_API_TOKEN="", FLY_API_TOKEN_FILE=str(token_file))
+    assert r.returncode == 5, (r.returncode, r.stdout, r.stderr)
+    assert "not allowed" in r.stderr and "skipped" not in r.stdout
+    # no token at all: exit 5 naming where it goes
+    r = ops.inv(*scheduled, FLY_API_TOKEN="")
+    assert r.returncode == 5 and "FLY_API_TOKEN_FILE" in r.stderr
+    # a token file others can read is refused
+    token_file.chmod(0o644)
+    r = ops.inv(*scheduled, FLY_API_TOKEN="", FLY_API_TOKEN_FILE=str(token_file))
+    assert r.returncode == 5 and "chmod 600" in r.stderr
+    argv = (ops.home / "argv.log").read_text()
+    assert "fm2_" not in argv

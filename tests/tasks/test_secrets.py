@@ -205,3 +205,39 @@ def test_a_failure_at_any_step_then_a_rerun_converges(hostile, fail_at):
     assert all(s["status"] == "Deployed" for s in json.loads(ops.fly("secrets", "list", "--app", "my-app-staging-web", "--json").stdout))
     for name in ("PEM_KEY", "BOTH_QUOTES"):
         assert printenv(ops, "my-app-staging-web", name) == CORPUS[name]
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ("'\"'", "lone quote"),  # dotenv single-quoted: the value is one `"`, on which flyctl's parser panics
+    ("日" * 22000, "65535 bytes"),  # 22,000 characters (under the old 61,440-character limit), 66,000 bytes
+])
+def test_values_flyctl_mishandles_are_refused_by_name_before_anything_is_sent(ops, value, why):
+    """flyctl's parser (secrets/parser.go) panics on a lone quote and silently drops a line of
+    64 KiB bytes with every later entry while exiting 0; the stand-in does the same, so
+    sending either would lose secrets. Refused with the key's name, nothing sent."""
+    give_web(ops.root, ["ODD_ONE"])
+    path = ops.root / "env" / "staging.env"
+    path.write_text("".join(f"{k}={v}\n" for k, v in STAGING_VALUES.items()) + f"ODD_ONE={value}\n")
+    path.chmod(0o600)
+    create_apps(ops, deploy_web=False)
+    before = len(ops.mutations())
+    r = ops.inv("secrets.sync", "--env", "staging", "--yes")
+    assert r.returncode == 2, r.stderr
+    assert "secret ODD_ONE" in r.stderr and why in r.stderr
+    assert len(ops.mutations()) == before
+
+
+def test_parallel_sync_keeps_every_apps_minimum_secrets_version(ops):
+    """Each flyctl process rewrites the whole app_secrets_minvers map of config.yml from its
+    start-up snapshot (appsecrets/minvers.go); the stand-in does too. Imports to eight apps run
+    one at a time, so every app's entry is there and equals the server's secrets version, which
+    the next deploy then sends (machines_launchinput.go MinSecretsVersion)."""
+    from fakefly import flyconfig
+
+    create_apps(ops)
+    r = ops.inv("secrets.sync", "--env", "staging", "--yes", FAKEFLY_LATENCY_MS="150")
+    assert r.returncode == 0, r.stderr
+    apps = fakestate.load(ops.home)["apps"]
+    versions = {name: a["secrets_version"] for name, a in apps.items() if a.get("secrets_version")}
+    assert len(versions) >= 6
+    assert flyconfig.read_minvers(ops.home / "dot-fly") == versions

@@ -146,3 +146,40 @@ def test_failure_at_every_mutating_step_then_rerun_converges(ops, fail_at):
     n = len(ops.mutations())
     r = up(ops)
     assert r.returncode == 0 and len(ops.mutations()) == n
+
+
+def test_up_with_slow_flyctl_attaches_both_apps_to_one_database_and_loses_no_minvers(ops):
+    """web and worker attach to one database: attach.go is check-then-act, and every attach,
+    import and the cluster's creation rewrite flyctl's config.yml from a start-up snapshot.
+    With 200 ms per flyctl round trip, running them side by side lost one attach (the second
+    CreateDatabase fails) and minvers entries; `up` runs them one at a time."""
+    from fakefly import flyconfig
+
+    r = up(ops, FAKEFLY_LATENCY_MS="200")
+    assert r.returncode == 0, r.stderr
+    st = world(ops)
+    for app in ("web", "worker"):
+        assert "DATABASE_URL" in st["apps"][f"my-app-staging-{app}"]["secrets"]
+    assert st["apps"]["my-app-staging-db"]["pg"]["databases"].count(
+        st["apps"]["my-app-staging-db"]["pg"]["attachments"][0]["database"]) == 1
+    versions = {name: a["secrets_version"] for name, a in st["apps"].items() if a.get("secrets_version")}
+    assert "my-app-staging-db" in versions and len(versions) == 7
+    assert flyconfig.read_minvers(ops.home / "dot-fly") == versions
+
+
+def test_up_recovers_a_postgres_password_an_earlier_run_never_saw(ops):
+    """The cluster exists (a create whose health watch failed: flyctl exits 1 before it prints
+    `Password:`) and env/staging.env has no POSTGRES_PASSWORD: `up` plans a recovery, reads
+    OPERATOR_PASSWORD back from a machine of the cluster and saves it, never showing it."""
+    r = ops.fly("postgres", "create", "--name", "my-app-staging-db", "--org", "personal", "--region", "fra",
+                "--initial-cluster-size", "2", "--vm-size", "shared-cpu-1x", "--volume-size", "10",
+                FAKEFLY_UNHEALTHY="my-app-staging-db")
+    assert r.returncode == 1 and "Password:" not in r.stdout
+    pw = world(ops)["apps"]["my-app-staging-db"]["pg"]["password"]
+    r = up(ops)
+    assert r.returncode == 0, r.stderr
+    assert f"POSTGRES_PASSWORD={pw}\n" in (ops.root / "env/staging.env").read_text()
+    assert pw not in r.stdout + r.stderr and "OPERATOR_PASSWORD" in r.stderr
+    assert sum(m[:2] == ["postgres", "create"] for m in ops.mutations()) == 1  # the test's own
+    r = up(ops)
+    assert r.returncode == 0 and "nothing to do" in r.stderr

@@ -82,6 +82,12 @@ class FlyError(Exception):
         self.code = code
 
 
+class GoPanic(Exception):
+    """A panic flyctl recovers in main.go `run`: internal/sentry/sentry.go `printError` writes
+    "Oops, something went wrong! Could you try that again?", the value and a stack to stdout,
+    and the exit code is 3."""
+
+
 class Exit(Exception):
     def __init__(self, code: int = 0):
         self.code = code
@@ -431,10 +437,22 @@ def has_token(opts) -> bool:
     return bool(opts.get("access-token") or os.environ.get("FLY_ACCESS_TOKEN") or os.environ.get("FLY_API_TOKEN"))
 
 
+def current_token(opts) -> str:
+    """-t beats FLY_ACCESS_TOKEN beats FLY_API_TOKEN (reference §0.1); a scheme prefix is dropped."""
+    tok = opts.get("access-token") or os.environ.get("FLY_ACCESS_TOKEN") or os.environ.get("FLY_API_TOKEN") or ""
+    for prefix in ("FlyV1 ", "Bearer "):
+        if tok.startswith(prefix):
+            tok = tok[len(prefix):]
+    return tok
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     started = time.time()
     home = fakefly_home()
+    from . import flyconfig
+
+    flyconfig.start()  # flyctl/flyctl.go initViper: config.yml is read once, at start-up
     node, rest = find_command(argv)
     rc = 1
     try:
@@ -449,6 +467,10 @@ def main(argv: list[str] | None = None) -> int:
         if e.usage:
             sys.stdout.write(usage_text(node))
         rc = e.code
+    except GoPanic as e:
+        sys.stdout.write(f"Oops, something went wrong! Could you try that again?\n\n{e}\ngoroutine 1 [running]:\n"
+                         "github.com/superfly/flyctl/internal/command/secrets.parseSecrets(...)\n")
+        rc = 3
     except KeyboardInterrupt:
         rc = 127
     except Exception as e:  # a bug in the stand-in: say so loudly, like a Go panic
@@ -497,6 +519,10 @@ def _run(home: Path, node: Node, rest: list[str], argv: list[str]) -> int:
         raise FlyError(f"fakefly: `{' '.join(node.path)}` is not implemented by the flyctl stand-in")
     if node.path not in NO_AUTH and not has_token(opts):
         raise FlyError("no access token available. Please login with 'flyctl auth login'")
+    if node.path not in NO_AUTH:
+        from . import tokens
+
+        tokens.authorize(home, node.path, opts, args)
     if node.path in MUTATING:
         check_injection(home, argv)
     return handler(home, opts, args) or 0

@@ -8,13 +8,15 @@ import random
 import re
 import string
 import sys
+import time
 import tomllib
 from pathlib import Path
 
-from . import FLYCTL_VERSION
+from . import FLYCTL_VERSION, flyconfig
 from . import model as M
 from . import state as S
-from .cli import FlyError, record_event
+from .cli import FlyError, GoPanic, record_event
+from .importparse import Panic as ParserPanic
 from .importparse import ParseError
 from .importparse import parse as parse_import
 
@@ -220,6 +222,7 @@ def apps_destroy(home, opts, args):
         with S.mutate(home) as st:
             get_app(st, name)
             del st["apps"][name]
+        flyconfig.delete_minvers(name)  # apps/destroy.go: appsecrets.DeleteMinvers
         out(f"Destroyed app {name}")
     return 0
 
@@ -772,7 +775,10 @@ def deploy(home, opts, args):
                 app["config"] = cfg
                 app["image"] = image
         record_event(home, {"type": "deploy", "app": name, "release": rel["version"], "image": image,
-                            "status": rel["status"], "strategy": strategy})
+                            "status": rel["status"], "strategy": strategy,
+                            # machines_launchinput.go: MinSecretsVersion from the start-up snapshot
+                            "min_secrets_version": flyconfig.min_secrets_version(name),
+                            "secrets_version": app.get("secrets_version", 0)})
     _emit(lines)
     if error:
         raise error
@@ -827,7 +833,15 @@ def _secrets_app(home, opts):
     return name
 
 
+def bump_secrets_version(app: dict) -> int:
+    """The app's secrets version the Machines API returns from UpdateAppSecrets (resp.Version)."""
+    app["secrets_version"] = app.get("secrets_version", 0) + 1
+    return app["secrets_version"]
+
+
 def _store_secrets(home, name, values: dict, unset: list | None = None):
+    """appsecrets.Update (internal/appsecrets/secrets.go): UpdateAppSecrets on the server, then
+    SetMinvers(app, resp.Version) in config.yml from this process's start-up snapshot."""
     with S.mutate(home) as st:
         app = st["apps"].get(name)
         if app is None:
@@ -840,6 +854,8 @@ def _store_secrets(home, name, values: dict, unset: list | None = None):
             app["secrets"][k] = rec
         for k in unset or []:
             app["secrets"].pop(k, None)
+        version = bump_secrets_version(app)
+    flyconfig.set_minvers(name, version)
 
 
 @handler("secrets list")
@@ -931,6 +947,8 @@ def secrets_import(home, opts, args):
         values = parse_import(data)
     except ParseError as e:
         raise FlyError(str(e)) from None
+    except ParserPanic as e:  # secrets/parser.go parseSecrets: value[1:len-1] on a 1-byte value
+        raise GoPanic(str(e)) from None
     _store_secrets(home, name, values)
     return deploy_secrets(home, name, stage=opts.get("stage"), detach=opts.get("detach"))
 
@@ -944,6 +962,7 @@ def secrets_deploy(home, opts, args):
 @handler("secrets sync")
 def secrets_sync(home, opts, args):
     name = _secrets_app(home, opts)
+    _store_secrets(home, name, {}, unset=[])  # appsecrets.Sync: Update with a bogus unset
     return deploy_secrets(home, name, stage=opts.get("stage"), detach=opts.get("detach"))
 
 
@@ -1247,6 +1266,13 @@ PG_NOTICE = ("WARNING: Unmanaged Fly Postgres is not supported by Fly.io Support
              "we recommend Managed Postgres instead: https://fly.io/docs/mpg/ (`fly mpg`)")
 
 
+def _latency() -> float:
+    try:
+        return max(0.0, float(os.environ.get("FAKEFLY_LATENCY_MS", "0") or 0)) / 1000.0
+    except ValueError:
+        return 0.0
+
+
 def _pw(n=16):
     return "".join(random.choice(string.ascii_letters + string.digits) for _ in range(n))
 
@@ -1266,8 +1292,15 @@ def pg_create(home, opts, args):
     n, vm, vol = opts.get("initial-cluster-size"), opts.get("vm-size"), opts.get("volume-size")
     if n is None or vm is None or vol is None:
         raise FlyError("prompt: non interactive")
-    password = opts.get("password") or _pw(16)
+    # flypg/launcher.go LaunchMachinesPostgres, in its order: create the app, allocate the
+    # flycast address, set the cluster's secrets (appsecrets.Update -> config.yml minvers), then
+    # per machine: volume, launch, WaitForStartOrStop; then, unless --detach, watch the checks
+    # (watch.MachinesChecks, up to 5 min); only then print the credentials. A failed watch
+    # returns its error (exit 1) with the cluster created and the password never shown
+    # ($FAKEFLY_UNHEALTHY=<name> makes the checks critical; the error text is a guess).
+    password = opts.get("password") or _pw(15)
     image = opts.get("image-ref") or "flyio/postgres-flex:16.8"
+    healthy = health_ok(name)
     with S.mutate(home) as st:
         org = resolve_org(st, opts)
         if name in st["apps"]:
@@ -1285,7 +1318,7 @@ def pg_create(home, opts, args):
             conf["mounts"] = [{"volume": v["id"], "path": "/data", "name": "pg_data", "size_gb": vol, "encrypted": True}]
             conf["metadata"]["fly-managed-postgres"] = "true"
             m = M.make_machine(app, config=conf, region=region, check_names=["pg", "role", "vm"],
-                               secrets=M.secrets_snapshot(app))
+                               secrets=M.secrets_snapshot(app), healthy=healthy)
             v["attached_machine_id"] = m["id"]
         app["status"] = "deployed"
         app["deployed"] = True
@@ -1294,13 +1327,22 @@ def pg_create(home, opts, args):
         flycast = f"fdaa:0:{random.randint(0x1000, 0xffff):x}:0:1::{random.randint(2, 250):x}"
         app["pg"] = {"password": password, "flycast": flycast, "users": ["postgres", "flypgadmin", "repmgr"],
                      "databases": ["postgres"]}
+        version = bump_secrets_version(app)
+        ids = [m["id"] for m in app["machines"]]
+    flyconfig.set_minvers(name, version)  # launcher.go setSecrets -> appsecrets.Update
     record_event(home, {"type": "postgres_create", "app": name, "region": region, "size": n})
     out(f"Creating postgres cluster in organization {org}")
     out("Creating app...")
     out("Setting secrets on app " + name + "...")
-    out(f"Provisioning {n} of {n} machines with image {image}")
+    for i, mid in enumerate(ids):
+        out(f"Provisioning {i + 1} of {n} machines with image {image}")
+        out("Waiting for machine to start...")
+        out(f"Machine {mid} is started")
     if not opts.get("detach"):
-        out("Waiting for machines to be healthy")
+        out("==> Monitoring health checks")
+        if not healthy:
+            raise FlyError(f"context deadline exceeded (Waiting for {3 * n} non-passing checks)")
+        out()
     out(f"Postgres cluster {name} created")
     out("  Username:    postgres")
     out(f"  Password:    {password}")
@@ -1323,27 +1365,53 @@ def pg_attach(home, opts, args):
     db = opts.get("database-name") or name.replace("-", "_").lower()
     user = opts.get("database-user") or name.replace("-", "_").lower()
     var = opts.get("variable-name") or "DATABASE_URL"
+    # postgres/attach.go runAttachCluster is check-then-act, one API call at a time, no lock:
+    # secrets list -> DatabaseExists -> UserExists -> AttachPostgresCluster -> CreateDatabase
+    # (only if it did not exist) -> CreateUser -> appsecrets.Update. Each step below is its own
+    # locked read or write, with the round trips of UserExists/AttachPostgresCluster
+    # ($FAKEFLY_LATENCY_MS) between the check and the create, so two attaches at once can
+    # both see "no database" and the second CreateDatabase then fails after its attachment
+    # was registered (flypg/pg.go CreateDatabase; an error status >= 500 is returned as is,
+    # "<status>: <text>", flypg/types.go; the server's text is not in flyctl: a guess).
+    st = S.load(home)
+    app = get_app(st, name)
+    pg = get_app(st, pgname)
+    if pg.get("postgres_role") != "postgres_cluster":
+        raise FlyError(f"app {pgname} is not a postgres app")
+    out("Checking for existing attachments")
+    if var in app["secrets"]:
+        raise FlyError(f"consumer app \"{name}\" already contains a secret named {var}")
+    info = pg.get("pg") or {"users": ["postgres"], "databases": ["postgres"], "flycast": ""}
+    db_exists = db in info["databases"]
+    if db_exists and not opts.get("yes"):
+        raise FlyError("prompt: non interactive")  # prompt.Confirm "Database ... already exists. Continue ...?"
+    if user in info["users"]:
+        raise FlyError(f"database user \"{user}\" already exists. Please specify a new database user via --database-user")
+    time.sleep(_latency())
+    out("Registering attachment")
     with S.mutate(home) as st:
-        app = get_app(st, name)
-        pg = get_app(st, pgname)
-        if pg.get("postgres_role") != "postgres_cluster":
-            raise FlyError(f"app {pgname} is not a postgres app")
-        out("Checking for existing attachments")
-        if var in app["secrets"]:
-            raise FlyError(f"consumer app \"{name}\" already contains a secret named {var}")
-        info = pg.setdefault("pg", {"users": ["postgres"], "databases": ["postgres"], "flycast": ""})
-        if user in info["users"]:
-            raise FlyError(f"database user \"{user}\" already exists. Please specify a new database user via --database-user")
-        out("Registering attachment")
+        st["apps"][pgname].setdefault("pg", info).setdefault("attachments", []).append(
+            {"app": name, "database": db, "user": user, "variable": var})
+    if not db_exists:
         out("Creating database")
-        out("Creating user")
-        pw = _pw(16)
-        info["users"].append(user)
-        if db not in info["databases"]:
-            info["databases"].append(db)
+        with S.mutate(home) as st:
+            dbs = st["apps"][pgname]["pg"]["databases"]
+            if db in dbs:
+                raise FlyError(f'500: pq: database "{db}" already exists')
+            dbs.append(db)
+    out("Creating user")
+    pw = _pw(15)
+    with S.mutate(home) as st:
+        users = st["apps"][pgname]["pg"]["users"]
+        if user in users:
+            raise FlyError(f"failed executing create-user: 500: pq: role \"{user}\" already exists")
+        users.append(user)
         host = f"{pgname}.flycast" if info.get("flycast") else f"top2.nearest.of.{pgname}.internal"
         url = f"postgres://{user}:{pw}@{host}:5432/{db}?sslmode=disable"
-        app["secrets"][var] = S.secret_record(url)
+        target = st["apps"][name]
+        target["secrets"][var] = S.secret_record(url)
+        version = bump_secrets_version(target)
+    flyconfig.set_minvers(name, version)  # appsecrets.Update
     record_event(home, {"type": "postgres_attach", "app": name, "postgres": pgname, "database": db, "user": user, "variable": var})
     out()
     out(f"Postgres cluster {pgname} is now attached to {name}")
@@ -1565,3 +1633,20 @@ def config_validate(home, opts, args):
     out("✓ Configuration is valid")
     out()
     return 0
+
+
+# ------------------------------------------------------------------ tokens (fakefly/tokens.py)
+
+
+@handler("tokens create deploy", "tokens deploy")
+def tokens_create_deploy(home, opts, args):
+    from .tokens import cmd_tokens_create
+
+    return cmd_tokens_create(home, opts, args, "app")
+
+
+@handler("tokens create org")
+def tokens_create_org(home, opts, args):
+    from .tokens import cmd_tokens_create
+
+    return cmd_tokens_create(home, opts, args, "org")

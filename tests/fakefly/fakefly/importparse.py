@@ -1,4 +1,14 @@
-"""`fly secrets import` stdin parser, rule for rule as flyctl's parser.go (reference §4)."""
+"""`fly secrets import` stdin parser, rule for rule as flyctl's parser.go (reference §4).
+
+flyctl v0.4.87 internal/command/secrets/parser.go `parseSecrets`:
+* lines come from a bufio.Scanner with the default 64 KiB buffer (bufio.MaxScanTokenSize); a
+  line that does not fit with its newline ends `Scan()`, and `scanner.Err()` is never checked,
+  so that entry and every later one are dropped without an error (`_lines`);
+* after `HasPrefix(value, '"') && HasSuffix(value, '"')` it slices `value[1:len(value)-1]`
+  with no length check, so a value that is exactly `"` or `'` panics (`Panic`): main.go `run`
+  recovers it, sentry.go `printError` prints "Oops, something went wrong!..." on stdout, and
+  flyctl exits 3 before any secret is set.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +17,10 @@ MAX_LINE = 64 * 1024  # bufio.Scanner's default max token size
 
 class ParseError(Exception):
     pass
+
+
+class Panic(Exception):
+    """A Go runtime panic in parseSecrets (flyctl exits 3, nothing set)."""
 
 
 def _lines(data: str):
@@ -56,6 +70,8 @@ def parse(data: str) -> dict[str, str]:
             multiline_key = key
             value = value[3:] + "\n"
             continue
+        elif value in ('"', "'"):
+            raise Panic("runtime error: slice bounds out of range [1:0]")
         elif len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             value = value[1:-1]
         secrets[key] = value

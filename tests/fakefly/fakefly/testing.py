@@ -27,6 +27,7 @@ class FakeFly:
         self.home = Path(home)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("FLY_", "FAKEFLY_"))}
         self.env["FAKEFLY_HOME"] = str(home)
+        self.env["FLY_CONFIG_DIR"] = str(Path(home) / "dot-fly")  # flyctl's config.yml, never ~/.fly
         if token:
             self.env["FLY_API_TOKEN"] = token
         self.env.update({k: str(v) for k, v in env.items()})
