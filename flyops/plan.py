@@ -25,7 +25,7 @@ GONE_VOLUME_STATES = {"scheduling_destroy", "fork_cleanup", "waiting_for_detach"
 
 @dataclass(frozen=True)
 class Row:
-    kind: Literal["app", "volume", "secret"]
+    kind: Literal["app", "volume", "secret", "machine"]
     component: str
     app: str
     target: str  # app name, region, or secret name
@@ -40,6 +40,7 @@ class Live:
     apps: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> fly.App JSON
     volumes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # app -> fly.Volume JSON
     secrets: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # app -> [{name, digest, status}]
+    machines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # app -> `status --json` Machines
 
 
 def parallel(calls: dict[Any, Callable[[], Any]], workers: int = 16) -> dict[Any, Any]:
@@ -65,6 +66,8 @@ def read_live(stack: Stack, runner: FlyRunner) -> Live:
         reads[("secrets", comp.app)] = lambda app=comp.app: runner.json(fly.secrets_list(app))
         if comp.kind in ("store", "database"):
             reads[("volumes", comp.app)] = lambda app=comp.app: runner.json(fly.volumes_list(app))
+        if live.apps[comp.app].get("Deployed"):
+            reads[("machines", comp.app)] = lambda app=comp.app: (runner.json(fly.status(app)) or {}).get("Machines")
     for (kind, app), value in parallel(reads).items():
         getattr(live, kind)[app] = value or []
     return live
@@ -141,8 +144,19 @@ def plan_secret_names(stack: Stack, live: Live) -> list[Row]:
     return rows
 
 
+def plan_machines(stack: Stack, live: Live) -> list[Row]:
+    """Machines per component and region against the stack's placement (flyops.placement)."""
+    from flyops.placement import plan_placement
+
+    action: dict[str, Action] = {"keep": "keep", "create": "create", "remove": "remove",
+                                 "wrong-volume": "change", "blocked": "create"}
+    return [Row("machine", r.component, r.app, r.region, action[r.action], f"{r.have}/{r.want}: {r.detail}")
+            for r in plan_placement(stack, live.machines, live.volumes)]
+
+
 def plan(stack: Stack, live: Live) -> list[Row]:
-    return plan_apps(stack, live) + plan_volumes(stack, live) + plan_secret_names(stack, live)
+    return (plan_apps(stack, live) + plan_volumes(stack, live) + plan_machines(stack, live)
+            + plan_secret_names(stack, live))
 
 
 def pending(rows: list[Row]) -> list[Row]:

@@ -13,6 +13,11 @@ each phase's independent calls concurrently:
 5. secrets (flyops.secrets_sync: staged imports on stdin, recorded in the secrets lock),
    one restart per already-deployed app whose secrets changed.
 
+Then (flyops.tasks.up) the first deploy of what was never deployed, which puts machines in
+the primary region only, and `flyops.placement.converge`, which reaches every other region
+with `fly scale count` (each store region on its own volume). `UpPlan.placement` is what the
+plan shows for machines per component and region.
+
 Every step is decided from what exists, so a run that stopped at any failing call is
 finished by the next run without creating anything twice; a run with nothing to do makes no
 mutating flyctl call at all.
@@ -32,6 +37,7 @@ from flyops.envfile import EnvFile, env_path, load_env
 from flyops.errors import BadInput, OpsError
 from flyops.flyctl import commands as fly
 from flyops.flyctl.runner import FlyRunner
+from flyops.placement import PlaceRow, plan_placement
 from flyops.plan import Live, parallel, read_live
 from flyops.secret import Secret
 from flyops.secrets_sync import PENDING, SecretsPlan, build_secrets_plan, components_for, sync, wanted_for
@@ -63,6 +69,7 @@ class UpPlan:
     attach: list[str]  # components to attach the database to
     secrets: SecretsPlan
     rows: list[UpRow] = field(default_factory=list)
+    placement: list[PlaceRow] = field(default_factory=list)  # machines per component and region
 
     def pending(self) -> list[UpRow]:
         return [r for r in self.rows if r.action not in ("keep", "unchanged", "external", "extra")]
@@ -100,7 +107,8 @@ def plan_up(stack: Stack, live: Live, secrets: SecretsPlan) -> UpPlan:
         if r.status == "remove":
             continue  # `up` never prunes: that is `inv secrets.sync --prune`, with confirmation
         rows.append(UpRow("secret", r.component, r.app, r.name, r.status, r.detail))
-    return UpPlan(stack, live, missing_db, missing, vols, attach, secrets, rows)
+    placement = plan_placement(stack, live.machines, live.volumes)
+    return UpPlan(stack, live, missing_db, missing, vols, attach, secrets, rows, placement)
 
 
 def read_up_plan(stack: Stack, envfile: EnvFile, runner: FlyRunner) -> UpPlan:

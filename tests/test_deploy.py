@@ -134,9 +134,23 @@ def test_machines_report_wants_started_current_and_passing():
     assert ok and text == "2/2 started, checks 2/2"
     ok, text = machines_report({"Version": 4, "Machines": [_machine(), _machine(checks=("critical",))]})
     assert not ok and "1/2 check(s) critical" in text
-    ok, text = machines_report({"Version": 4, "Machines": [_machine(state="stopped"), _machine(version="3")]})
-    assert not ok and "1/2 machine(s) not started" in text and "1 machine(s) not on v4" in text
+    ok, text = machines_report({"Version": 4, "Machines": [_machine(), _machine(version="3")]})
+    assert not ok and "1 machine(s) not on v4" in text
+    ok, text = machines_report({"Version": 4, "Machines": [_machine(), _machine(state="failed")]})
+    assert not ok and "1 machine(s) failed" in text
     assert machines_report({"Version": 4, "Machines": []}) == (False, "no machines")
+
+
+def test_machines_report_standbys_and_stopped_machines_are_healthy():
+    # flyctl: a group without services gets a standby that is never started
+    # (deployCreateMachinesForGroups); a stopped machine stays stopped on update (shouldSkipLaunch)
+    standby = _machine(state="created", checks=())
+    standby["config"]["standbys"] = ["m1"]
+    ok, text = machines_report({"Version": 4, "Machines": [_machine(checks=()), standby]})
+    assert ok and text == "1/1 started, 1 standby"
+    idle = _machine(state="stopped", checks=("critical",))   # a stopped machine's checks are not run
+    ok, text = machines_report({"Version": 4, "Machines": [_machine(), idle]})
+    assert ok and text.startswith("1/2 started, 1 stopped") and text.endswith("checks 1/1")
 
 
 def test_current_image_is_the_machines_image():

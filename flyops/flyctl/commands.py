@@ -138,8 +138,16 @@ def deploy(
     return _write(*args)
 
 
-def scale_count(app: str, count: int, regions: list[str]) -> Call:
-    return _write("scale", "count", str(count), "--region", ",".join(regions), "--app", app, "--yes")
+def scale_count(app: str, count: int, regions: list[str], *, max_per_region: int | None = None,
+                process_group: str | None = None) -> Call:
+    """COUNT is the total over --region (scale/count_machines.go convergeGroupCounts); with
+    --max-per-region M and COUNT = M x regions every listed region ends with exactly M."""
+    args = ["scale", "count", str(count), "--region", ",".join(regions)]
+    if max_per_region is not None:
+        args += ["--max-per-region", str(max_per_region)]
+    if process_group:
+        args += ["--process-group", process_group]
+    return _write(*args, "--app", app, "--yes")
 
 
 # --- postgres --------------------------------------------------------------------------
