@@ -226,13 +226,17 @@ def converge(stack: Stack, runner: FlyRunner, components: list[str] | None = Non
         rows = plan_placement(stack, *read_placement_inputs(stack, runner, components), components)
     res = ConvergeResult()
     blocked = [r for r in rows if r.action in ("blocked", "wrong-volume")]
-    if blocked:
-        raise PreconditionFailed(
-            "placement cannot be converged: " + "; ".join(f"{r.component} in {r.region}: {r.detail}" for r in blocked),
-            fix=f"fix the listed volumes/machines, then re-run (inv plan --env {stack.env} shows them)",
-        )
+
+    def refuse_blocked() -> None:  # after doing what can be done: the other regions are placed
+        if blocked:
+            raise PreconditionFailed(
+                "placement cannot be completed: " + "; ".join(f"{r.component} in {r.region}: {r.detail}" for r in blocked),
+                fix=f"fix the listed volumes/machines, then re-run (inv plan --env {stack.env} shows them)",
+            )
+
     todo = actionable(stack, rows)
     if not todo:
+        refuse_blocked()
         return res
     by_app: dict[str, list[fly.Call]] = {}
     for call in scale_calls(todo) + destroy_calls(stack, todo):
@@ -257,6 +261,7 @@ def converge(stack: Stack, runner: FlyRunner, components: list[str] | None = Non
                            f"(inv plan --env {stack.env} shows what is left)")
     if runner.dry:
         return res
+    refuse_blocked()
     after = plan_placement(stack, *read_placement_inputs(stack, runner, components), components)
     res.left = [r for r in after if r in actionable(stack, after) or r.action in ("blocked", "wrong-volume")]
     if res.left:

@@ -120,13 +120,18 @@ def deploy(
     wait_timeout: str | None = None,
 ) -> Call:
     """`fly deploy` with an absolute --config (a positional WORKING_DIRECTORY is chdir'ed
-    into first, so a relative --config would resolve from there; flyctl.md §3)."""
+    into first, so a relative --config would resolve from there; flyctl.md §3).
+
+    --ha=false: how many machines run where is the stack's placement (flyops/placement.py),
+    not flyctl's default for a new group (2 with services, 1 + a standby without:
+    machines_deploymachinesapp.go deployCreateMachinesForGroups), which would only be
+    created to be scaled away. Existing machines, standbys included, are updated either way."""
     if not Path(config).is_absolute():
         raise ValueError(f"deploy needs an absolute --config path, got {config}")
     args: list[str] = ["deploy"]
     if workdir is not None and image is None:
         args.append(str(Path(workdir).resolve()))
-    args += ["--config", str(config), "--app", app, "--yes"]
+    args += ["--config", str(config), "--app", app, "--yes", "--ha=false"]
     if image:
         args += ["--image", image]
     else:
