@@ -295,6 +295,12 @@ def current_image(status: dict[str, Any]) -> str:
 
 def preflight(stack: Stack, runner: FlyRunner, steps: dict[str, Step], image: str | None) -> dict[str, dict[str, Any]]:
     """Refuse (BadInput / PreconditionFailed) before any change; returns each app's `status --json`."""
+    preflight_local(stack, runner, steps, image)
+    return preflight_remote(stack, runner, steps, image)
+
+
+def preflight_local(stack: Stack, runner: FlyRunner, steps: dict[str, Step], image: str | None) -> None:
+    """The checks that need no lock: files, options, and the --image lookup (which changes nothing)."""
     stack.require_fly()
     stale = [(p, why) for p, why in stale_files(stack) if p.stem in steps]
     if stale:
@@ -314,6 +320,17 @@ def preflight(stack: Stack, runner: FlyRunner, steps: dict[str, Step], image: st
             raise BadInput(f"{store_build_dir(stack, s.component).relative_to(stack.root)}/Dockerfile is missing: "
                            f"the {s.component} store is built from that folder",
                            fix=f"render the store build folders (inv up --env {stack.env} does)")
+    if image:
+        first = next(s for s in steps.values() if s.kind in ("web", "worker"))
+        try:
+            runner.run(fly.image_check(first.app, first.config, image))
+        except OpsError as exc:
+            raise BadInput(f"image {image} cannot be deployed: {exc.message.split(' failed: ', 1)[-1]}; nothing was changed",
+                           fix="check the reference (registry/repository:tag) and that the image was pushed") from None
+
+
+def preflight_remote(stack: Stack, runner: FlyRunner, steps: dict[str, Step], image: str | None) -> dict[str, dict[str, Any]]:
+    """Every app exists and the database is healthy: reads only, run while the lock is taken."""
     # the database is a dependency even when only the apps that use it are deployed
     reads = dict(steps)
     if stack.database.source == "fly" and COMPONENT_DB not in reads and any(
@@ -336,13 +353,6 @@ def preflight(stack: Stack, runner: FlyRunner, steps: dict[str, Step], image: st
         if not healthy:
             raise PreconditionFailed(f"the database {stack.app_name(COMPONENT_DB)} is not healthy ({text}); nothing was changed",
                                      fix=f"fly status --app {stack.app_name(COMPONENT_DB)}")
-    if image:
-        first = next(s for s in steps.values() if s.kind in ("web", "worker"))
-        try:
-            runner.run(fly.image_check(first.app, first.config, image))
-        except OpsError as exc:
-            raise BadInput(f"image {image} cannot be deployed: {exc.message.split(' failed: ', 1)[-1]}; nothing was changed",
-                           fix="check the reference (registry/repository:tag) and that the image was pushed") from None
     return statuses
 
 
@@ -502,11 +512,13 @@ def deploy_environment(
     try:
         if not take_lock:
             return body(preflight(stack, runner, steps, image))
-        # preflight only reads: it runs while the lock is being taken; nothing changes before both are done
+        # the local checks and the image lookup first (bad input changes nothing, not even the
+        # lock); the remote reads then run while the lock is being taken
+        preflight_local(stack, runner, steps, image)
         with contextlib.ExitStack() as held:
             lock_future = background.submit(held.enter_context, deploy_lock(stack, runner, "deploy", why))
             try:
-                before = preflight(stack, runner, steps, image)
+                before = preflight_remote(stack, runner, steps, image)
             finally:
                 lock_future.result()  # LockHeld (exit 4) wins; on a preflight error the lock is given back
             return body(before)
