@@ -104,7 +104,8 @@ def plan_volumes(stack: Stack, live: Live, only_store: str | None = None) -> lis
             continue
         app = stack.app_name(name)
         by_region = live_volumes(live.volumes.get(app, []), store.volume)
-        for region in stack.regions:
+        placed = stack.placement(name)  # the store's regions (stores.<name>.placement)
+        for region in placed:
             have = by_region.get(region, [])
             if not have:
                 rows.append(Row("volume", name, app, region, "create", f"{store.volume} {store.volume_size_gb} GB"))
@@ -123,7 +124,7 @@ def plan_volumes(stack: Stack, live: Live, only_store: str | None = None) -> lis
                 ids = ", ".join(v["id"] for v in have[1:])
                 rows.append(Row("volume", name, app, region, "remove", f"{len(have) - 1} extra {store.volume}: {ids}"))
         for region, vols in sorted(by_region.items()):
-            if region not in stack.regions:
+            if region not in placed:
                 ids = ", ".join(v["id"] for v in vols)
                 rows.append(Row("volume", name, app, region, "remove", f"region not in the stack: {ids}"))
     return rows
