@@ -249,16 +249,19 @@ def converge(stack: Stack, runner: FlyRunner, components: list[str] | None = Non
         for call in calls:
             runner.run(call)
 
-    errors = []
+    failed: dict[str, OpsError] = {}
     for app, outcome in parallel({app: (lambda c=calls: _capture(run_app, c)) for app, calls in by_app.items()}).items():
         if isinstance(outcome, OpsError):
-            errors.append(outcome)
-    res.scaled = [f"{r.component} {r.region}" for r in todo if r.action == "create"]
-    res.destroyed = [mid for r in todo if r.action == "remove" for mid in r.machines]
-    if errors:
-        raise OpsError(f"placement stopped: {errors[0].message}",
-                       fix=f"re-run: machines already created are counted, only the rest is added "
-                           f"(inv plan --env {stack.env} shows what is left)")
+            failed[app] = outcome
+    res.scaled = [f"{r.component} {r.region}" for r in todo if r.action == "create" and r.app not in failed]
+    res.destroyed = [mid for r in todo if r.action == "remove" and r.app not in failed for mid in r.machines]
+    if failed:
+        where = "; ".join(
+            f"{comp} in {', '.join(r.region for r in todo if r.app == app)}: {exc.message}"
+            for app, exc in failed.items() for comp in {r.component for r in todo if r.app == app})
+        raise OpsError(f"placing machines failed for {where}",
+                       fix=f"re-run (inv up --env {stack.env} or inv deploy --env {stack.env}): machines already "
+                           f"created are counted and only the rest is added; inv plan --env {stack.env} shows what is left")
     if runner.dry:
         return res
     refuse_blocked()

@@ -189,3 +189,42 @@ def test_failure_at_every_mutating_step_then_rerun_converges(ops, fail_at):
     n = len(ops.mutations())
     r = up(ops)
     assert r.returncode == 0 and len(ops.mutations()) == n
+
+
+def test_production_scale_failure_names_component_and_regions_then_rerun_converges(ops):
+    image = "registry.fly.io/my-app:1"
+    r = ops.inv("up", "--env", "production", "--yes", "--image", image,
+                FAKEFLY_FAIL_MATCH="^scale count .*--app my-app-production-kredis")
+    assert r.returncode == 1
+    assert "placing machines failed for kredis in iad, sin" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    st = world(ops)
+    assert sorted(machines_by_region(st, "my-app-production-kredis")) == ["fra"]
+    assert sorted(machines_by_region(st, "my-app-production-cable")) == ["fra", "iad", "sin"]  # the others went on
+    assert "my-app-lock-production" not in st["apps"]
+    plan = ops.inv("plan", "--env", "production", "--json")
+    assert plan.returncode == 7
+    assert {(x["component"], x["target"]) for x in json.loads(plan.stdout)["rows"]
+            if x["kind"] == "machine" and x["action"] != "keep"} == {("kredis", "iad"), ("kredis", "sin")}
+    r = ops.inv("up", "--env", "production", "--yes", "--image", image)
+    assert r.returncode == 0, r.stderr
+    assert {r: len(ms) for r, ms in machines_by_region(world(ops), "my-app-production-kredis").items()} == {
+        "fra": 1, "iad": 1, "sin": 1}
+    assert ops.inv("plan", "--env", "production").returncode == 0
+
+
+def test_an_extra_machine_is_shown_by_plan_and_removed_by_up(ops):
+    image = "registry.fly.io/my-app:1"
+    assert ops.inv("up", "--env", "staging", "--yes", "--image", image).returncode == 0
+    web = "my-app-staging-web"
+    assert ops.fly("scale", "count", "2", "--region", "fra", "--app", web, "--yes").returncode == 0
+    plan = ops.inv("plan", "--env", "staging", "--json")
+    assert plan.returncode == 7
+    (row,) = [x for x in json.loads(plan.stdout)["rows"] if x["kind"] == "machine" and x["action"] != "keep"]
+    assert (row["component"], row["target"], row["action"]) == ("web", "fra", "remove") and "2/1" in row["detail"]
+    r = ops.inv("up", "--env", "staging", "--yes", "--image", image)
+    assert r.returncode == 0, r.stderr
+    assert len(machines_by_region(world(ops), web)["fra"]) == 1
+    n = len(ops.mutations())
+    assert ops.inv("up", "--env", "staging", "--yes", "--image", image).returncode == 0
+    assert len(ops.mutations()) == n
