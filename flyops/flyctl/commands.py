@@ -131,7 +131,7 @@ def deploy(
     args: list[str] = ["deploy"]
     if workdir is not None and image is None:
         args.append(str(Path(workdir).resolve()))
-    args += ["--config", str(config), "--app", app, "--yes", "--ha=false"]
+    args += ["--config", str(config), "--app", app, "--yes"]
     if image:
         args += ["--image", image]
     else:
@@ -140,6 +140,7 @@ def deploy(
         args += ["--strategy", strategy]
     if wait_timeout:
         args += ["--wait-timeout", wait_timeout]
+    args.append("--ha=false")
     return _write(*args)
 
 
