@@ -342,3 +342,7 @@ def test_production_deploy_places_machines_in_every_region_and_names_a_region_wi
     for c in (*STORES, "worker", "web"):
         regions = sorted(m["region"] for m in ops.fly_json("machine", "list", "--app", ops.app(c)))
         assert set(regions) == {"fra", "iad", "sin"}, (c, regions)
+    st = json.loads(ops.inv("status", "--env", "production", "--json").stdout)
+    for a in st["apps"]:
+        if a["component"] != "db":
+            assert sorted(a["machines"]) == ["fra", "iad", "sin"] and a["healthy"], a
