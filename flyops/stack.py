@@ -299,7 +299,7 @@ class StackModel(_Model):
                     )
         env_regions = self.environment.regions
         where = {n: placement_regions(c.placement, env_regions) for n, c in {**self.stores, **self.apps}.items()}
-        for name, comp in {**self.stores, **self.apps}.items():
+        for name in {**self.stores, **self.apps}:
             kind = "stores" if name in self.stores else "apps"
             outside = [r for r in where[name] if r not in env_regions]
             if outside:

@@ -702,7 +702,7 @@ def rollout(st, app, cfg, image, release, *, update_only=False, ha=True, vm_size
             services = M.services_from_config(cfg, group)
             lines.append(("out", f"No machines in group {group}, launching a new machine"))
 
-            def spawn(standby_for=None):
+            def spawn(standby_for=None, group=group, mount=mount, names=names):
                 conf = M.machine_config(cfg, group, image=image, release=release, region=region,
                                         extra_env=extra_env, vm_size=vm_size)
                 vol = None
@@ -1656,7 +1656,7 @@ def scale_count(home, opts, args):
             yes_required(opts, "--yes flag must be specified when not running interactively")
         executed = []
         healthy = health_ok(name)
-        for group, r, delta, ms, template, reuse, creates, secrets in plan:
+        for group, r, delta, ms, template, reuse, _creates, secrets in plan:
             _, names = M.checks_from_config(cfg, group)
             for i in range(max(delta, 0)):                          # launchMachine
                 conf = copy.deepcopy(template)
