@@ -76,12 +76,12 @@ def test_deploy_argv_stores_from_their_build_folder_apps_from_source(root):
     assert steps["cache"].call.args == (
         "deploy", str(root / "keydb" / "staging" / "cache"),
         "--config", str(root / "fly" / "staging" / "cache.toml"),
-        "--app", "my-app-staging-cache", "--yes", "--remote-only",
+        "--app", "my-app-staging-cache", "--yes", "--remote-only", "--ha=false",
     )
     src = str((root / ".." / "my-app").resolve())
     assert steps["web"].call.args == (
         "deploy", src, "--config", str(root / "fly" / "staging" / "web.toml"),
-        "--app", "my-app-staging-web", "--yes", "--remote-only",
+        "--app", "my-app-staging-web", "--yes", "--remote-only", "--ha=false",
     )
     assert all(s.call.mutating for s in steps.values() if s.call)
 
@@ -91,7 +91,7 @@ def test_deploy_argv_with_an_image_has_no_working_directory(root):
     steps = deploy_steps(stack, ["cache", "web"], image="registry.fly.io/my-app:v7")
     assert steps["web"].call.args == (
         "deploy", "--config", str(root / "fly" / "staging" / "web.toml"),
-        "--app", "my-app-staging-web", "--yes", "--image", "registry.fly.io/my-app:v7",
+        "--app", "my-app-staging-web", "--yes", "--image", "registry.fly.io/my-app:v7", "--ha=false",
     )
     # stores are always built from their folder; the image is the Rails app's
     assert "--image" not in steps["cache"].call.args
@@ -112,7 +112,7 @@ def test_pipeline_builders_exact_argv(tmp_path):
         "deploy", "--config", str(cfg), "--app", "a", "--image", "r/x:1", "--build-only", "--yes")
     assert not fly.image_check("a", cfg, "r/x:1").mutating
     assert fly.redeploy_image("a", cfg, "r/x:1").args == (
-        "deploy", "--config", str(cfg), "--app", "a", "--yes", "--image", "r/x:1", "--skip-release-command")
+        "deploy", "--config", str(cfg), "--app", "a", "--yes", "--image", "r/x:1", "--ha=false", "--skip-release-command")
     call = fly.machine_create("ops", "busybox:1", region="fra", name="n", metadata={"k": "a b=c", "j": "{}"})
     assert call.args == ("machine", "create", "--app", "ops", "--region", "fra", "--name", "n",
                          "--metadata", "k=a b=c", "--metadata", "j={}", "busybox:1")
