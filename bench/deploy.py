@@ -148,7 +148,7 @@ def main() -> None:
         "check between waves. The rest of the wall time "
         f"(~{over:.1f} s in run {len(results)}) is fixed work around the deploys, each",
         "step a stand-in process on a loaded 2-CPU machine: `inv` start-up (importing every task module),",
-        "the preflight (`status --json` of every app at once), the lock (`apps create` + `machine create`),",
+        "the preflight (`status --json` of every app at once, while the lock is taken: `apps create` + `machine create`),",
         "and at the end the audit line (`machine create`) and the release (`machine list` + `apps destroy`).",
         "That is about ten flyctl calls whatever the number of apps; against real Fly, where one deploy",
         "takes minutes, it is small next to the deploys, and the wall time is the critical path plus it.",
