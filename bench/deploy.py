@@ -4,7 +4,12 @@ Not a test. Compares the wall time with the critical path (stores in parallel, t
 worker, then web) and with the sum of every deploy call, from the stand-in's own argv log,
 and writes bench/results/deploy.md.
 
-    .venv/bin/python bench/deploy.py [--latency-ms 2000] [--runs 2]
+    .venv/bin/python bench/deploy.py [--latency-ms 2000] [--runs 2] [--baseline DIR]
+
+With --baseline DIR (a checkout of an earlier commit with its own .venv, e.g. `git archive
+5880785 | tar -x -C DIR; ln -s $PWD/.venv DIR/.venv`), that checkout's own bench/deploy.py runs
+right before and right after this one's, against its own stand-in, and its wall / sum ratios are
+recorded beside these (the machine's load changes the absolute times; the ratio is what compares).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,15 +64,21 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "deploy.md"))
+    ap.add_argument("--baseline", help="an earlier checkout whose bench/deploy.py runs before and after this one")
     args = ap.parse_args()
     results = []
     load_before = os.getloadavg()[0]
+    baseline: list[tuple[str, float, float]] = []
+    if args.baseline:
+        baseline += run_baseline(Path(args.baseline), args.latency_ms, args.runs, "before")
     with tempfile.TemporaryDirectory() as tmp:
         ops = DeployEnv(Path(tmp), env="production")
         for i in range(args.runs):
             results.append(measure(ops, args.latency_ms))
             print(f"run {i + 1}: wall {results[-1]['wall']:.1f}s, critical path {results[-1]['critical']:.1f}s, "
-                  f"sum {results[-1]['sum']:.1f}s", flush=True)
+                  f"sum {results[-1]['sum']:.1f}s, wall/sum {results[-1]['wall'] / results[-1]['sum']:.2f}", flush=True)
+    if args.baseline:
+        baseline += run_baseline(Path(args.baseline), args.latency_ms, args.runs, "after")
     nominal_crit = len(WAVES) * args.latency_ms / 1000
     nominal_sum = sum(len(w) for w in WAVES) * args.latency_ms / 1000
     lines = [
@@ -83,13 +96,28 @@ def main() -> None:
         "",
         f"Nominal: critical path {nominal_crit:.0f} s (3 waves), sum of deploys {nominal_sum:.0f} s (6 apps).",
         "",
-        "| run | wall time | critical path (measured) | sum of deploy calls | deploy span (first start → last end) | flyctl calls |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "The target (issue 11): wall time within 0.75 x the sum of the deploy calls, measured in the same run.",
+        "The lock is taken while the preflight reads run, and the audit line is written while the lock",
+        "is given back. Run 1 is a first deploy: `fly deploy` puts machines in the primary region only,",
+        "so it also runs `fly scale count` for iad and sin (flyops/placement.py), inside each app's wave.",
+        "",
+        "| run | wall time | critical path (measured) | sum of deploy calls | wall / sum | deploy span (first start → last end) | flyctl calls |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for i, r in enumerate(results, 1):
-        kind = "first deploy (empty apps)" if i == 1 else "redeploy"
+        kind = "first deploy (empty apps, then scale count)" if i == 1 else "redeploy"
         lines.append(f"| {i}: {kind} | {r['wall']:.1f} s | {r['critical']:.1f} s | {r['sum']:.1f} s | "
-                     f"{r['deploy_span']:.1f} s | {r['calls']} |")
+                     f"{r['wall'] / r['sum']:.2f} | {r['deploy_span']:.1f} s | {r['calls']} |")
+    if baseline:
+        lines += [
+            "",
+            f"Beside it, the baseline `{args.baseline}` (its own code and stand-in), run right before and right after:",
+            "",
+            "| baseline run | wall time | sum of deploy calls | wall / sum |",
+            "| --- | --- | --- | --- |",
+        ]
+        for label, wall, total in baseline:
+            lines.append(f"| {label} | {wall:.1f} s | {total:.1f} s | {wall / total:.2f} |")
     last = results[-1]
     lines += [
         "",
@@ -120,7 +148,7 @@ def main() -> None:
         "check between waves. The rest of the wall time "
         f"(~{over:.1f} s in run {len(results)}) is fixed work around the deploys, each",
         "step a stand-in process on a loaded 2-CPU machine: `inv` start-up (importing every task module),",
-        "the preflight (`status --json` of every app at once), the lock (`apps create` + `machine create`),",
+        "the preflight (`status --json` of every app at once, while the lock is taken: `apps create` + `machine create`),",
         "and at the end the audit line (`machine create`) and the release (`machine list` + `apps destroy`).",
         "That is about ten flyctl calls whatever the number of apps; against real Fly, where one deploy",
         "takes minutes, it is small next to the deploys, and the wall time is the critical path plus it.",
@@ -128,6 +156,24 @@ def main() -> None:
     ]
     Path(args.out).write_text("\n".join(lines))
     print(f"wrote {args.out}")
+
+
+def run_baseline(root: Path, latency_ms: int, runs: int, when: str) -> list[tuple[str, float, float]]:
+    """Run the baseline checkout's own bench/deploy.py; its (label, wall, sum) per run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "baseline.md"
+        p = subprocess.run([str(root / ".venv" / "bin" / "python"), str(root / "bench" / "deploy.py"),
+                            "--latency-ms", str(latency_ms), "--runs", str(runs), "--out", str(out)],
+                           cwd=root, capture_output=True, text=True, timeout=900)
+        if p.returncode != 0:
+            raise SystemExit(f"baseline bench failed:\n{p.stderr}")
+        rows = []
+        for line in out.read_text().splitlines():
+            m = re.match(r"\| (\d+): ([^|]+) \| ([\d.]+) s \| [\d.]+ s \| ([\d.]+) s \|", line)
+            if m:
+                rows.append((f"{when} {m.group(1)}: {m.group(2).strip()}", float(m.group(3)), float(m.group(4))))
+        print(f"baseline ({when}): " + ", ".join(f"{w / t:.2f}" for _, w, t in rows), flush=True)
+        return rows
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ release before and after, which is what `inv rollback` reads.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -164,6 +165,7 @@ class AppResult:
     image: str = ""
     seconds: float = 0.0
     detail: str = ""
+    placement_error: str = ""  # its machines could not be placed in every region (not a failed release)
 
     def release(self) -> str:
         b = f"v{self.before}" if self.before else "-"
@@ -185,7 +187,13 @@ class DeployResult:
 
     @property
     def ok(self) -> bool:
-        return all(r.outcome in ("deployed", "checked", "skipped") for r in self.results)
+        return (all(r.outcome in ("deployed", "checked", "skipped") for r in self.results)
+                and not any(r.placement_error for r in self.results))
+
+    @property
+    def release_failed(self) -> bool:
+        """A release that really failed (what --rollback-on-failure acts on): not a placement."""
+        return any(r.outcome in ("failed", "not started") for r in self.results)
 
     def on_new_release(self) -> list[AppResult]:
         return [r for r in self.results if r.outcome in ON_NEW_RELEASE]
@@ -201,8 +209,10 @@ class DeployResult:
         new = ", ".join(r.component for r in self.on_new_release()) or "none"
         if self.ok:
             return f"{self.env}: {len(self.on_new_release())} app(s) on the new release ({new})"
-        rest = "; ".join(f"{r.component} {r.outcome}" + (f" ({r.detail})" if r.detail else "")
-                         for r in self.not_on_new_release())
+        rest = "; ".join([f"{r.component} {r.outcome}" + (f" ({r.detail})" if r.detail else "")
+                          for r in self.not_on_new_release()]
+                         + [f"{r.component} not placed in every region ({r.placement_error})"
+                            for r in self.results if r.placement_error])
         return f"{self.env}: on the new release: {new}. Not on it: {rest}"
 
     def details(self) -> dict[str, Any]:
@@ -228,25 +238,42 @@ class DeployResult:
 
 
 def machines_report(status: dict[str, Any]) -> tuple[bool, str]:
-    """(healthy, text) from one app's `status --json`: every machine started, on the current
-    release, and no check critical."""
+    """(healthy, text) from one app's `status --json`, failing only on what fails on Fly.
+
+    Fails: no machine at all, a machine in `failed`, a critical check on a started machine, or
+    a machine left on an older release. Not failures (flyctl v0.4.87): a standby
+    (`config.standbys`, created for a group without services and never started,
+    machines_deploymachinesapp.go deployCreateMachinesForGroups), and a stopped or suspended
+    machine, which a deploy updates but does not start (machines_launchinput.go
+    shouldSkipLaunch): autostop keeps idle web machines that way. A failed release fails the
+    `fly deploy` call itself (exit 1), before this is read."""
     version = str(status.get("Version") or "")
     machines = status.get("Machines") or []
     if not machines:
         return False, "no machines"
     problems = []
-    started = [m for m in machines if m.get("state") == "started"]
-    if len(started) < len(machines):
-        problems.append(f"{len(machines) - len(started)}/{len(machines)} machine(s) not started")
+    standbys = [m for m in machines if (m.get("config") or {}).get("standbys")]
+    running = [m for m in machines if m not in standbys]
+    started = [m for m in running if m.get("state") == "started"]
+    idle = [m for m in running if m.get("state") in ("stopped", "suspended")]
+    failed = [m for m in machines if m.get("state") == "failed"]
+    if failed:
+        problems.append(f"{len(failed)} machine(s) failed ({', '.join(m.get('id', '?') for m in failed)})")
     stale = [m for m in machines if ((m.get("config") or {}).get("metadata") or {}).get("fly_release_version")
              not in (None, version)]
     if stale:
         problems.append(f"{len(stale)} machine(s) not on v{version}")
-    checks = [c for m in machines for c in (m.get("checks") or [])]
+    checks = [c for m in started for c in (m.get("checks") or [])]
     bad = [c for c in checks if c.get("status") == "critical"]
     if bad:
         problems.append(f"{len(bad)}/{len(checks)} check(s) critical ({bad[0].get('name')}: {bad[0].get('output', '')})")
-    text = f"{len(started)}/{len(machines)} started" + (f", checks {len(checks) - len(bad)}/{len(checks)}" if checks else "")
+    text = f"{len(started)}/{len(running)} started"
+    if idle:
+        text += f", {len(idle)} stopped (autostop / left stopped by the deploy)"
+    if standbys:
+        text += f", {len(standbys)} standby"
+    if checks:
+        text += f", checks {len(checks) - len(bad)}/{len(checks)}"
     return not problems, "; ".join(problems) if problems else text
 
 
@@ -268,6 +295,12 @@ def current_image(status: dict[str, Any]) -> str:
 
 def preflight(stack: Stack, runner: FlyRunner, steps: dict[str, Step], image: str | None) -> dict[str, dict[str, Any]]:
     """Refuse (BadInput / PreconditionFailed) before any change; returns each app's `status --json`."""
+    preflight_local(stack, runner, steps, image)
+    return preflight_remote(stack, runner, steps, image)
+
+
+def preflight_local(stack: Stack, runner: FlyRunner, steps: dict[str, Step], image: str | None) -> None:
+    """The checks that need no lock: files, options, and the --image lookup (which changes nothing)."""
     stack.require_fly()
     stale = [(p, why) for p, why in stale_files(stack) if p.stem in steps]
     if stale:
@@ -287,6 +320,17 @@ def preflight(stack: Stack, runner: FlyRunner, steps: dict[str, Step], image: st
             raise BadInput(f"{store_build_dir(stack, s.component).relative_to(stack.root)}/Dockerfile is missing: "
                            f"the {s.component} store is built from that folder",
                            fix=f"render the store build folders (inv up --env {stack.env} does)")
+    if image:
+        first = next(s for s in steps.values() if s.kind in ("web", "worker"))
+        try:
+            runner.run(fly.image_check(first.app, first.config, image))
+        except OpsError as exc:
+            raise BadInput(f"image {image} cannot be deployed: {exc.message.split(' failed: ', 1)[-1]}; nothing was changed",
+                           fix="check the reference (registry/repository:tag) and that the image was pushed") from None
+
+
+def preflight_remote(stack: Stack, runner: FlyRunner, steps: dict[str, Step], image: str | None) -> dict[str, dict[str, Any]]:
+    """Every app exists and the database is healthy: reads only, run while the lock is taken."""
     # the database is a dependency even when only the apps that use it are deployed
     reads = dict(steps)
     if stack.database.source == "fly" and COMPONENT_DB not in reads and any(
@@ -309,13 +353,6 @@ def preflight(stack: Stack, runner: FlyRunner, steps: dict[str, Step], image: st
         if not healthy:
             raise PreconditionFailed(f"the database {stack.app_name(COMPONENT_DB)} is not healthy ({text}); nothing was changed",
                                      fix=f"fly status --app {stack.app_name(COMPONENT_DB)}")
-    if image:
-        first = next(s for s in steps.values() if s.kind in ("web", "worker"))
-        try:
-            runner.run(fly.image_check(first.app, first.config, image))
-        except OpsError as exc:
-            raise BadInput(f"image {image} cannot be deployed: {exc.message.split(' failed: ', 1)[-1]}; nothing was changed",
-                           fix="check the reference (registry/repository:tag) and that the image was pushed") from None
     return statuses
 
 
@@ -333,12 +370,33 @@ def _status_or_error(runner: FlyRunner, app: str) -> dict[str, Any] | OpsError:
 Say = Callable[[str], None]
 
 
+def _place(stack: Stack | None, runner: FlyRunner, component: str, status: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """After an app's deploy: its machines in every region of its placement (flyops.placement).
+
+    `fly deploy` creates machines only in primary_region; the other regions get theirs from
+    `fly scale count`, and the app is read again. No call when the placement already matches
+    (a store's volumes are read only when a region lacks its machine)."""
+    if stack is None:
+        return status, ""
+    from flyops import placement
+
+    rows = placement.plan_component(stack, component, status.get("Machines") or [], [])
+    if not any(r.pending for r in rows):
+        return status, ""
+    if component in stack.stores:
+        rows = placement.plan_component(stack, component, status.get("Machines") or [],
+                                        runner.json(fly.volumes_list(stack.app_name(component))) or [])
+    done = placement.converge(stack, runner, [component], rows=rows)
+    return runner.json(fly.status(stack.app_name(component))) or {}, f"; placement: {done.summary()}"
+
+
 def run_waves(
     runner: FlyRunner,
     plan: list[list[str]],
     steps: dict[str, Step],
     before: dict[str, dict[str, Any]],
     say: Say,
+    stack: Stack | None = None,
 ) -> list[AppResult]:
     """Deploy wave by wave; each wave's apps concurrently. A failure starts nothing later.
 
@@ -363,10 +421,14 @@ def run_waves(
                 res.outcome, res.detail = "deployed", "dry run"
             else:
                 status = runner.json(fly.status(step.app))
+                try:
+                    status, placed = _place(stack, runner, component, status)
+                except OpsError as exc:  # the release is fine; the next run adds what is missing
+                    res.placement_error, placed = exc.message, f"; placement: {exc.message}"
                 res.after = status.get("Version") or None
                 res.image = current_image(status)
                 healthy, text = machines_report(status)
-                res.outcome, res.detail = ("deployed" if healthy else "failed"), text
+                res.outcome, res.detail = ("deployed" if healthy else "failed"), text + placed
         except OpsError as exc:
             res.outcome, res.detail = "failed", exc.message
             try:  # did a release happen anyway (machines updated, checks failing)?
@@ -422,32 +484,48 @@ def deploy_environment(
     plan = waves(stack, components)
     flat = [c for w in plan for c in w]
     steps = deploy_steps(stack, flat, image)
-    before = preflight(stack, runner, steps, image)
-    started = time.monotonic()
+    why = message or ("deploy " + (image or "from source")) + (f" (only {', '.join(flat)})" if components else "")
+    pending_audit: list[Any] = []
+    background = ThreadPoolExecutor(max_workers=2)
 
-    def body() -> DeployResult:
+    def body(before: dict[str, dict[str, Any]]) -> DeployResult:
+        started = time.monotonic()
         if run_hooks:
             hooks.run_hooks(stack, runner, "pre_deploy", {"env": stack.env, "apps": flat, "image": image}, say=say)
         say(f"deploying {stack.env}: " + " then ".join("[" + ", ".join(w) + "]" for w in plan))
-        results = run_waves(runner, plan, steps, before, say)
+        results = run_waves(runner, plan, steps, before, say, stack)
         result = DeployResult(stack.env, "deploy", results, plan, image=image)
-        if not result.ok and rollback_on_failure and result.touched():
+        if result.release_failed and rollback_on_failure and result.touched():
             from flyops.rollback import rollback_results
 
             say("rolling back the apps this deploy touched")
             result.rolled_back = rollback_results(stack, runner, result, say=say)
         result.seconds = time.monotonic() - started
-        audit.record(stack, runner, "deploy", _changed(result), "ok" if result.ok else "failed", result.details())
+        # the audit line is written while the post-deploy hooks run and the lock is given back
+        pending_audit.append(background.submit(audit.record, stack, runner, "deploy", _changed(result),
+                                               "ok" if result.ok else "failed", result.details()))
         if run_hooks:
             result.hooks = hooks.run_hooks(stack, runner, "post_deploy", {"env": stack.env, **result.as_dict()},
                                            say=say, abort=False)
         return result
 
-    if not take_lock:
-        return body()
-    why = message or ("deploy " + (image or "from source")) + (f" (only {', '.join(flat)})" if components else "")
-    with deploy_lock(stack, runner, "deploy", why):
-        return body()
+    try:
+        if not take_lock:
+            return body(preflight(stack, runner, steps, image))
+        # the local checks and the image lookup first (bad input changes nothing, not even the
+        # lock); the remote reads then run while the lock is being taken
+        preflight_local(stack, runner, steps, image)
+        with contextlib.ExitStack() as held:
+            lock_future = background.submit(held.enter_context, deploy_lock(stack, runner, "deploy", why))
+            try:
+                before = preflight_remote(stack, runner, steps, image)
+            finally:
+                lock_future.result()  # LockHeld (exit 4) wins; on a preflight error the lock is given back
+            return body(before)
+    finally:
+        for f in pending_audit:
+            f.result()
+        background.shutdown(wait=True)
 
 
 def _changed(result: DeployResult) -> str:

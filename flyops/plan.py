@@ -25,7 +25,7 @@ GONE_VOLUME_STATES = {"scheduling_destroy", "fork_cleanup", "waiting_for_detach"
 
 @dataclass(frozen=True)
 class Row:
-    kind: Literal["app", "volume", "secret"]
+    kind: Literal["app", "volume", "secret", "machine"]
     component: str
     app: str
     target: str  # app name, region, or secret name
@@ -40,6 +40,7 @@ class Live:
     apps: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> fly.App JSON
     volumes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # app -> fly.Volume JSON
     secrets: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # app -> [{name, digest, status}]
+    machines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # app -> `status --json` Machines
 
 
 def parallel(calls: dict[Any, Callable[[], Any]], workers: int = 16) -> dict[Any, Any]:
@@ -65,6 +66,8 @@ def read_live(stack: Stack, runner: FlyRunner) -> Live:
         reads[("secrets", comp.app)] = lambda app=comp.app: runner.json(fly.secrets_list(app))
         if comp.kind in ("store", "database"):
             reads[("volumes", comp.app)] = lambda app=comp.app: runner.json(fly.volumes_list(app))
+        if live.apps[comp.app].get("Deployed"):
+            reads[("machines", comp.app)] = lambda app=comp.app: (runner.json(fly.status(app)) or {}).get("Machines")
     for (kind, app), value in parallel(reads).items():
         getattr(live, kind)[app] = value or []
     return live
@@ -101,7 +104,8 @@ def plan_volumes(stack: Stack, live: Live, only_store: str | None = None) -> lis
             continue
         app = stack.app_name(name)
         by_region = live_volumes(live.volumes.get(app, []), store.volume)
-        for region in stack.regions:
+        placed = stack.placement(name)  # the store's regions (stores.<name>.placement)
+        for region in placed:
             have = by_region.get(region, [])
             if not have:
                 rows.append(Row("volume", name, app, region, "create", f"{store.volume} {store.volume_size_gb} GB"))
@@ -120,7 +124,7 @@ def plan_volumes(stack: Stack, live: Live, only_store: str | None = None) -> lis
                 ids = ", ".join(v["id"] for v in have[1:])
                 rows.append(Row("volume", name, app, region, "remove", f"{len(have) - 1} extra {store.volume}: {ids}"))
         for region, vols in sorted(by_region.items()):
-            if region not in stack.regions:
+            if region not in placed:
                 ids = ", ".join(v["id"] for v in vols)
                 rows.append(Row("volume", name, app, region, "remove", f"region not in the stack: {ids}"))
     return rows
@@ -141,8 +145,19 @@ def plan_secret_names(stack: Stack, live: Live) -> list[Row]:
     return rows
 
 
+def plan_machines(stack: Stack, live: Live) -> list[Row]:
+    """Machines per component and region against the stack's placement (flyops.placement)."""
+    from flyops.placement import plan_placement
+
+    action: dict[str, Action] = {"keep": "keep", "create": "create", "remove": "remove",
+                                 "wrong-volume": "change", "blocked": "create"}
+    return [Row("machine", r.component, r.app, r.region, action[r.action], f"{r.have}/{r.want}: {r.detail}")
+            for r in plan_placement(stack, live.machines, live.volumes)]
+
+
 def plan(stack: Stack, live: Live) -> list[Row]:
-    return plan_apps(stack, live) + plan_volumes(stack, live) + plan_secret_names(stack, live)
+    return (plan_apps(stack, live) + plan_volumes(stack, live) + plan_machines(stack, live)
+            + plan_secret_names(stack, live))
 
 
 def pending(rows: list[Row]) -> list[Row]:

@@ -19,6 +19,11 @@ each phase's independent calls concurrently:
 5. secrets (flyops.secrets_sync: staged imports on stdin, recorded in the secrets lock),
    one restart per already-deployed app whose secrets changed.
 
+Then (flyops.tasks.up) the first deploy of what was never deployed, which puts machines in
+the primary region only, and `flyops.placement.converge`, which reaches every other region
+with `fly scale count` (each store region on its own volume). `UpPlan.placement` is what the
+plan shows for machines per component and region.
+
 Every step is decided from what exists, so a run that stopped at any failing call is
 finished by the next run without creating anything twice; a run with nothing to do makes no
 mutating flyctl call at all.
@@ -39,6 +44,7 @@ from flyops.envfile import EnvFile, env_path, load_env
 from flyops.errors import BadInput, OpsError
 from flyops.flyctl import commands as fly
 from flyops.flyctl.runner import FlyctlError, FlyRunner
+from flyops.placement import PlaceRow, plan_placement
 from flyops.plan import Live, parallel, read_live
 from flyops.secret import Secret
 from flyops.secrets_sync import PENDING, SecretsPlan, build_secrets_plan, components_for, sync, wanted_for
@@ -75,6 +81,7 @@ class UpPlan:
     secrets: SecretsPlan
     rows: list[UpRow] = field(default_factory=list)
     recover_password: bool = False  # the cluster exists, env/<env>.env has no POSTGRES_PASSWORD
+    placement: list[PlaceRow] = field(default_factory=list)  # machines per component and region
 
     def pending(self) -> list[UpRow]:
         return [r for r in self.rows if r.action not in ("keep", "unchanged", "external", "extra")]
@@ -118,6 +125,8 @@ def plan_up(stack: Stack, live: Live, secrets: SecretsPlan, *, have_password: bo
             continue  # `up` never prunes: that is `inv secrets.sync --prune`, with confirmation
         rows.append(UpRow("secret", r.component, r.app, r.name, r.status, r.detail))
     return UpPlan(stack, live, missing_db, missing, vols, attach, secrets, rows, recover_password=recover)
+    placement = plan_placement(stack, live.machines, live.volumes)
+    return UpPlan(stack, live, missing_db, missing, vols, attach, secrets, rows, placement)
 
 
 def read_up_plan(stack: Stack, envfile: EnvFile, runner: FlyRunner) -> UpPlan:

@@ -113,6 +113,30 @@ class Vm(_Model):
         return v
 
 
+class Placement(_Model):
+    """Where a component runs and how many machines it gets in each of those regions.
+
+    `regions = "all"` is every region of the environment. The count is of machines that run:
+    a standby flyctl adds for a group without services (`config.standbys`, never started) is
+    not one of them. `fly deploy` only ever creates machines in primary_region; every other
+    region is reached with `fly scale count` (flyops/placement.py)."""
+
+    regions: Literal["all"] | list[str] = "all"
+    per_region: int = Field(default=1, ge=1, le=20)
+
+    @field_validator("regions")
+    @classmethod
+    def _codes(cls, v: Literal["all"] | list[str]) -> Literal["all"] | list[str]:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError('lists no region: use "all" or at least one region code')
+            for r in v:
+                _region(r)
+            if len(set(v)) != len(v):
+                raise ValueError("lists a region twice")
+        return v
+
+
 class App(_Model):
     role: Literal["web", "worker"]
     app: str | None = None  # overrides the naming rule
@@ -125,6 +149,7 @@ class App(_Model):
     env: dict[str, str] = {}
     secrets: list[str] = []
     uses: list[str] = []
+    placement: Placement = Placement()
 
     @field_validator("secrets")
     @classmethod
@@ -160,6 +185,7 @@ class Store(_Model):
     env_prefix: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$")
     password_key: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$")
     vm: Vm = Vm(memory="256mb")
+    placement: Placement = Placement()
 
     _mm = field_validator("maxmemory")(lambda cls, v: _check_size(v))
 
@@ -172,6 +198,11 @@ class Store(_Model):
         if self.purpose == "cache" and not self.policy.startswith("allkeys-"):
             raise ValueError(
                 "a cache store should evict any key: use policy = \"allkeys-lru\" or \"allkeys-lfu\""
+            )
+        if self.placement.per_region != 1:
+            raise ValueError(
+                "placement.per_region: a store runs one machine per region, on that region's volume "
+                "(a second machine would need a second volume and would not share the data)"
             )
         if parse_size(self.maxmemory) >= parse_size(self.vm.memory):
             raise ValueError(
@@ -266,7 +297,38 @@ class StackModel(_Model):
                         f"apps.{name}.uses: {used!r} is neither 'database' nor a store "
                         f"(stores: {', '.join(sorted(self.stores)) or 'none'})"
                     )
+        env_regions = self.environment.regions
+        where = {n: placement_regions(c.placement, env_regions) for n, c in {**self.stores, **self.apps}.items()}
+        for name in {**self.stores, **self.apps}:
+            kind = "stores" if name in self.stores else "apps"
+            outside = [r for r in where[name] if r not in env_regions]
+            if outside:
+                raise ValueError(f"{kind}.{name}.placement.regions: {', '.join(outside)} not in environment.regions "
+                                 f"({', '.join(env_regions)})")
+        for name, app in self.apps.items():
+            for used in app.uses:
+                if used in self.stores:
+                    lacking = [r for r in where[name] if r not in where[used]]
+                    if lacking:
+                        raise ValueError(
+                            f"apps.{name}.placement.regions: {', '.join(lacking)} has no {used} store "
+                            f"(stores.{used}.placement.regions); an app runs only where the stores it uses do, "
+                            f"it reaches them as <region>.<store app>.internal"
+                        )
+            if app.role == "web" and self.environment.primary_region in where[name] and app.min_machines > app.placement.per_region:
+                raise ValueError(
+                    f"apps.{name}.min_machines = {app.min_machines} is more than placement.per_region = "
+                    f"{app.placement.per_region}: Fly keeps min_machines_running in the primary region, "
+                    f"so raise per_region or lower min_machines"
+                )
         return self
+
+
+def placement_regions(placement: Placement, env_regions: list[str]) -> list[str]:
+    """The placement's regions in the environment's order ("all" = every region)."""
+    if placement.regions == "all":
+        return list(env_regions)
+    return [r for r in env_regions if r in placement.regions] + [r for r in placement.regions if r not in env_regions]
 
 
 # ---------------------------------------------------------------------------------------
@@ -321,6 +383,13 @@ class Stack:
     @property
     def backup(self) -> Backup:
         return self.model.backup
+
+    def placement(self, component: str) -> dict[str, int]:
+        """region -> how many running machines the component should have there (database: {})."""
+        comp = self.apps.get(component) or self.stores.get(component)
+        if comp is None:
+            return {}
+        return {r: comp.placement.per_region for r in placement_regions(comp.placement, self.regions)}
 
     def app_name(self, component: str) -> str:
         """The Fly app name of a component, by the naming rule unless the stack overrides it."""

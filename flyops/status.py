@@ -49,7 +49,9 @@ class AppStatus:
 
     @property
     def healthy(self) -> bool:
-        return self.exists and all(r.started == r.total and r.checks_passing == r.checks_total
+        """Every region of its placement has a machine and no check fails. A stopped machine
+        (autostop) is not a problem; a region with none is."""
+        return self.exists and all(r.total > 0 and r.checks_passing == r.checks_total
                                    for r in self.machines.values()) and bool(self.machines)
 
 
@@ -70,7 +72,7 @@ def machines_by_region(status: dict[str, Any]) -> dict[str, RegionMachines]:
         r = out[m.get("region", "?")]
         r.total += 1
         r.started += m.get("state") == "started"
-        checks = m.get("checks") or []
+        checks = (m.get("checks") or []) if m.get("state") == "started" else []  # a stopped machine's are not run
         r.checks_total += len(checks)
         r.checks_passing += sum(1 for c in checks if c.get("status") == "passing")
     return dict(sorted(out.items()))
@@ -110,7 +112,8 @@ def read_status(stack: Stack, runner: FlyRunner) -> EnvStatus:
         apps.append(AppStatus(
             c.name, c.app, kind_of(stack, c.name), exists=True,
             state=st.get("Status", ""), release=st.get("Version") or None, image=current_image(st),
-            machines=machines_by_region(st), volumes=volumes_by_region(got.get(("volumes", c.name)) or []),
+            machines=dict(sorted({**{r: RegionMachines() for r in stack.placement(c.name)}, **machines_by_region(st)}.items())),
+            volumes=volumes_by_region(got.get(("volumes", c.name)) or []),
             secrets_staged=sorted(staged),
         ))
     return EnvStatus(stack.env, apps, got[("lock", "")])

@@ -97,7 +97,8 @@ def plan_store_volumes(
         store = stack.stores[name]
         app = selection.apps.get(name) or stack.app_name(name)
         by_region = live_volumes(volumes_by_app.get(app, []), store.volume)
-        for region in selection.regions:
+        placed = stack.placement(name)  # the store's regions (stores.<name>.placement)
+        for region in [r for r in selection.regions if r in placed]:
             have = sorted(by_region.get(region, []), key=lambda v: (v.get("created_at") or "", v["id"]))
             base = dict(store=name, app=app, region=region, name=store.volume, size_gb=store.volume_size_gb)
             if not have:
@@ -120,13 +121,13 @@ def plan_store_volumes(
                     steps.append(VolumeStep(action="keep", volume_id=vol["id"], current_gb=size, note=note, **base))
         if len(selection.regions) == len(stack.regions):
             for region, vols in sorted(by_region.items()):
-                if region in stack.regions:
+                if region in placed:
                     continue
                 for vol in vols:
                     steps.append(VolumeStep(
                         store=name, app=app, region=region, action="extra", name=store.volume,
                         size_gb=store.volume_size_gb, volume_id=vol["id"], current_gb=int(vol.get("size_gb") or 0),
-                        note=f"region {region} is not in the stack: {vol['id']} kept (not destroyed)",
+                        note=f"region {region} is not in the store's placement: {vol['id']} kept (not destroyed)",
                     ))
     return steps
 

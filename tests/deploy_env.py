@@ -54,6 +54,12 @@ class DeployEnv:
                  "--initial-cluster-size", "1", "--vm-size", "shared-cpu-1x", "--volume-size", "10")
         for c in STORES + APPS:
             self.fly("apps", "create", self.app(c), "--org", "personal", "--json")
+        # what `inv up` / `inv keydb.volumes` leave: each store's volume in every region
+        regions = ["fra", "iad", "sin"] if self.env == "production" else ["fra"]
+        for c in STORES:
+            volume = "redis_server" if c == "jobs" else "keydb_server"
+            for region in regions:
+                self.fly("volumes", "create", volume, "--region", region, "--app", self.app(c), "--yes", "--json")
         (self.home / "argv.log").unlink(missing_ok=True)
         (self.home / "events.jsonl").unlink(missing_ok=True)
 

@@ -76,12 +76,12 @@ def test_deploy_argv_stores_from_their_build_folder_apps_from_source(root):
     assert steps["cache"].call.args == (
         "deploy", str(root / "keydb" / "staging" / "cache"),
         "--config", str(root / "fly" / "staging" / "cache.toml"),
-        "--app", "my-app-staging-cache", "--yes", "--remote-only",
+        "--app", "my-app-staging-cache", "--yes", "--remote-only", "--ha=false",
     )
     src = str((root / ".." / "my-app").resolve())
     assert steps["web"].call.args == (
         "deploy", src, "--config", str(root / "fly" / "staging" / "web.toml"),
-        "--app", "my-app-staging-web", "--yes", "--remote-only",
+        "--app", "my-app-staging-web", "--yes", "--remote-only", "--ha=false",
     )
     assert all(s.call.mutating for s in steps.values() if s.call)
 
@@ -91,7 +91,7 @@ def test_deploy_argv_with_an_image_has_no_working_directory(root):
     steps = deploy_steps(stack, ["cache", "web"], image="registry.fly.io/my-app:v7")
     assert steps["web"].call.args == (
         "deploy", "--config", str(root / "fly" / "staging" / "web.toml"),
-        "--app", "my-app-staging-web", "--yes", "--image", "registry.fly.io/my-app:v7",
+        "--app", "my-app-staging-web", "--yes", "--image", "registry.fly.io/my-app:v7", "--ha=false",
     )
     # stores are always built from their folder; the image is the Rails app's
     assert "--image" not in steps["cache"].call.args
@@ -112,7 +112,7 @@ def test_pipeline_builders_exact_argv(tmp_path):
         "deploy", "--config", str(cfg), "--app", "a", "--image", "r/x:1", "--build-only", "--yes")
     assert not fly.image_check("a", cfg, "r/x:1").mutating
     assert fly.redeploy_image("a", cfg, "r/x:1").args == (
-        "deploy", "--config", str(cfg), "--app", "a", "--yes", "--image", "r/x:1", "--skip-release-command")
+        "deploy", "--config", str(cfg), "--app", "a", "--yes", "--image", "r/x:1", "--ha=false", "--skip-release-command")
     call = fly.machine_create("ops", "busybox:1", region="fra", name="n", metadata={"k": "a b=c", "j": "{}"})
     assert call.args == ("machine", "create", "--app", "ops", "--region", "fra", "--name", "n",
                          "--metadata", "k=a b=c", "--metadata", "j={}", "busybox:1")
@@ -134,9 +134,23 @@ def test_machines_report_wants_started_current_and_passing():
     assert ok and text == "2/2 started, checks 2/2"
     ok, text = machines_report({"Version": 4, "Machines": [_machine(), _machine(checks=("critical",))]})
     assert not ok and "1/2 check(s) critical" in text
-    ok, text = machines_report({"Version": 4, "Machines": [_machine(state="stopped"), _machine(version="3")]})
-    assert not ok and "1/2 machine(s) not started" in text and "1 machine(s) not on v4" in text
+    ok, text = machines_report({"Version": 4, "Machines": [_machine(), _machine(version="3")]})
+    assert not ok and "1 machine(s) not on v4" in text
+    ok, text = machines_report({"Version": 4, "Machines": [_machine(), _machine(state="failed")]})
+    assert not ok and "1 machine(s) failed" in text
     assert machines_report({"Version": 4, "Machines": []}) == (False, "no machines")
+
+
+def test_machines_report_standbys_and_stopped_machines_are_healthy():
+    # flyctl: a group without services gets a standby that is never started
+    # (deployCreateMachinesForGroups); a stopped machine stays stopped on update (shouldSkipLaunch)
+    standby = _machine(state="created", checks=())
+    standby["config"]["standbys"] = ["m1"]
+    ok, text = machines_report({"Version": 4, "Machines": [_machine(checks=()), standby]})
+    assert ok and text == "1/1 started, 1 standby"
+    idle = _machine(state="stopped", checks=("critical",))   # a stopped machine's checks are not run
+    ok, text = machines_report({"Version": 4, "Machines": [_machine(), idle]})
+    assert ok and text.startswith("1/2 started, 1 stopped") and text.endswith("checks 1/1")
 
 
 def test_current_image_is_the_machines_image():

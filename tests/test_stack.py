@@ -110,3 +110,43 @@ def test_backup_repository_forms(root):
     assert s.backup_repository() == str(root / "var/backups/staging")
     edit(root / "fly/staging.toml", "[environment]", '[backup]\nrepository = "ftp://x/y"\n\n[environment]')
     assert "backup.repository" in _error(root)
+
+
+def test_placement_of_the_example_follows_the_walkthrough():
+    prod = load_stack(REPO, "production")
+    every = {"fra": 1, "iad": 1, "sin": 1}
+    for store in ("cable", "cache", "kredis", "jobs"):
+        assert prod.placement(store) == every          # one machine per region, on that region's volume
+    assert prod.placement("worker") == every           # Sidekiq reads FLY_REGION.<jobs app>.internal
+    assert prod.placement("web") == {"fra": 2, "iad": 2, "sin": 2}   # min_machines = 2 holds in fra
+    assert prod.placement("db") == {}
+
+
+@pytest.mark.parametrize(("where", "old", "new", "says"), [
+    ("fly/production.toml", "placement = { per_region = 2 }", 'placement = { per_region = 2, regions = ["fra", "ams"] }',
+     "apps.web.placement.regions: ams not in environment.regions"),
+    ("fly/production.toml", "[stores.cache]\n", '[stores.cache]\nplacement = { regions = ["fra", "iad"] }\n',
+     "apps.web.placement.regions: sin has no cache store"),
+    ("fly/production.toml", "[stores.cache]\n", "[stores.cache]\nplacement = { per_region = 2 }\n",
+     "a store runs one machine per region"),
+    ("fly/production.toml", "placement = { per_region = 2 }", "placement = { per_region = 1 }",
+     "apps.web.min_machines = 2 is more than placement.per_region = 1"),
+    ("fly/production.toml", "[apps.worker]\n", '[apps.worker]\nplacement = { regions = "some" }\n',
+     "apps.worker.placement.regions"),
+])
+def test_bad_placement_is_one_clear_error(root, where, old, new, says):
+    edit(root / where, old, new)
+    assert says in _error(root, "production")
+
+
+def test_a_store_placed_in_fewer_regions_gets_volumes_only_there(root):
+    from flyops.volumes import plan_store_volumes
+
+    edit(root / "fly/production.toml", "placement = { per_region = 2 }", 'placement = { per_region = 2, regions = ["fra", "iad"] }')
+    edit(root / "fly/stack.toml", "[stores.jobs]\n", '[stores.jobs]\nplacement = { regions = ["fra", "iad"] }\n')
+    edit(root / "fly/stack.toml", '(it never starts by itself).\nplacement = { regions = "all", per_region = 1 }',
+         '(it never starts by itself).\nplacement = { regions = ["fra", "iad"] }')
+    stack = load_stack(root, "production")
+    steps = plan_store_volumes(stack, {})
+    assert sorted(s.region for s in steps if s.store == "jobs") == ["fra", "iad"]
+    assert stack.placement("worker") == {"fra": 1, "iad": 1}

@@ -12,8 +12,9 @@ def m(region, state="started", checks=()):
 def test_machines_by_region_count_states_and_checks():
     got = machines_by_region({"Machines": [m("fra", checks=("passing",)), m("fra", "stopped", ("critical",)),
                                            m("iad", checks=("passing", "passing"))]})
-    assert got == {"fra": RegionMachines(2, 1, 1, 2), "iad": RegionMachines(1, 1, 2, 2)}
-    assert got["fra"].text() == "1/2 started, checks 1/2"
+    # a stopped machine's checks are not run (autostop): only started machines' checks count
+    assert got == {"fra": RegionMachines(2, 1, 1, 1), "iad": RegionMachines(1, 1, 2, 2)}
+    assert got["fra"].text() == "1/2 started, checks 1/1"
     assert RegionMachines(1, 1).text() == "1/1 started"
 
 

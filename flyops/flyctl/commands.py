@@ -124,7 +124,12 @@ def deploy(
     wait_timeout: str | None = None,
 ) -> Call:
     """`fly deploy` with an absolute --config (a positional WORKING_DIRECTORY is chdir'ed
-    into first, so a relative --config would resolve from there; flyctl.md §3)."""
+    into first, so a relative --config would resolve from there; flyctl.md §3).
+
+    --ha=false: how many machines run where is the stack's placement (flyops/placement.py),
+    not flyctl's default for a new group (2 with services, 1 + a standby without:
+    machines_deploymachinesapp.go deployCreateMachinesForGroups), which would only be
+    created to be scaled away. Existing machines, standbys included, are updated either way."""
     if not Path(config).is_absolute():
         raise ValueError(f"deploy needs an absolute --config path, got {config}")
     args: list[str] = ["deploy"]
@@ -139,11 +144,20 @@ def deploy(
         args += ["--strategy", strategy]
     if wait_timeout:
         args += ["--wait-timeout", wait_timeout]
+    args.append("--ha=false")
     return _write(*args)
 
 
-def scale_count(app: str, count: int, regions: list[str]) -> Call:
-    return _write("scale", "count", str(count), "--region", ",".join(regions), "--app", app, "--yes")
+def scale_count(app: str, count: int, regions: list[str], *, max_per_region: int | None = None,
+                process_group: str | None = None) -> Call:
+    """COUNT is the total over --region (scale/count_machines.go convergeGroupCounts); with
+    --max-per-region M and COUNT = M x regions every listed region ends with exactly M."""
+    args = ["scale", "count", str(count), "--region", ",".join(regions)]
+    if max_per_region is not None:
+        args += ["--max-per-region", str(max_per_region)]
+    if process_group:
+        args += ["--process-group", process_group]
+    return _write(*args, "--app", app, "--yes")
 
 
 # --- postgres --------------------------------------------------------------------------

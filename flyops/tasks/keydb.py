@@ -129,8 +129,9 @@ def status(ctx, env, store=None, json=False, verbose=False):
 
             return node_status(stack, name, region, None, redact(str(exc), runner.masks)[:200])
 
-    results = parallel({(s, r): (lambda s=s, r=r: one(s, r)) for s in sel.stores for r in sel.regions})
-    rows = [results[(s, r)] for s in sel.stores for r in sel.regions]
+    where = {s: [r for r in sel.regions if r in stack.placement(s)] for s in sel.stores}  # each store's placement
+    results = parallel({(s, r): (lambda s=s, r=r: one(s, r)) for s in sel.stores for r in where[s]})
+    rows = [results[(s, r)] for s in sel.stores for r in where[s]]
     if json:
         print_json({"env": stack.env, "nodes": rows})
     else:

@@ -17,7 +17,7 @@ from flyops.tasks.base import runner_for, stack_for, task
     },
 )
 def plan_task(ctx, env, json=False, verbose=False):
-    """Show apps, volumes and secrets to create / change / keep / remove (exit 7: changes pending)."""
+    """Show apps, volumes, machines per region and secrets to create / change / keep / remove (exit 7: changes pending)."""
     stack = stack_for(env)
     runner = runner_for(ctx, verbose=verbose)
     rows = plan(stack, read_live(stack, runner))

@@ -6,6 +6,7 @@ import contextlib
 import importlib
 import threading
 
+from flyops import placement
 from flyops.errors import OpsError
 from flyops.present import ACTION_STYLE, console, print_json, table
 from flyops.provision import apply_up, load_envfile, read_up_plan, rows_json, undeployed
@@ -42,10 +43,13 @@ def _show(plan, json: bool) -> None:
         print_json({"env": plan.stack.env, "pending": len(plan.pending()), "rows": rows_json(plan.rows)})
         return
     out = console()
+    machines = [("machine", r.component, r.app, r.region, r.action, f"{r.have}/{r.want}: {r.detail}")
+                for r in plan.placement]
     out.print(table(f"up: {plan.stack.env}", ["kind", "component", "app", "target", "action", "detail"],
-                    [(r.kind, r.component, r.app, r.target, r.action, r.detail) for r in plan.rows],
+                    [(r.kind, r.component, r.app, r.target, r.action, r.detail) for r in plan.rows] + machines,
                     styles={4: STYLE}))
-    out.print(f"{len(plan.pending())} change(s) pending")
+    moves = len(placement.actionable(plan.stack, plan.placement))
+    out.print(f"{len(plan.pending())} change(s) pending" + (f", machines to place in {moves} region(s)" if moves else ""))
 
 
 @task(help={
@@ -83,11 +87,13 @@ def up(ctx, env, yes=False, deploy=True, image=None, force=False, json=False, ve
     _show(plan, json)
     todo = plan.pending()
     to_deploy = undeployed(stack, runner) if deployer is not None else []
-    if not todo and not to_deploy:
+    moves = placement.actionable(stack, plan.placement) if deployer is not None else []
+    if not todo and not to_deploy and not moves:
         runner.echo(f"{stack.env} already matches the stack: nothing to do")
         return
     if not runner.dry:
         what = f"{len(todo)} change(s)" + (f" and a first deploy of {', '.join(to_deploy)}" if to_deploy else "")
+        what += f", machines in {len(moves)} region(s)" if moves or to_deploy else ""
         confirm(f"Apply {what} to {stack.env}?", yes=yes)
     lock, audit = _optional("flyops.lock"), _optional("flyops.audit")
     try:
@@ -134,3 +140,10 @@ def _apply(stack, envfile, runner, plan, todo, to_deploy, deployer, lock, audit,
             if not outcome.ok:
                 raise OpsError(f"deploy after provisioning failed: {outcome.summary()}",
                                fix=f"inv deploy --env {stack.env} (provisioning is complete)")
+        # `fly deploy` places machines in the primary region only: every other region by scale count
+        # (deploy_environment already did it for what it deployed; this covers the rest, and
+        # makes no call when nothing differs)
+        done = placement.converge(stack, runner, say=runner.echo)
+        runner.echo(f"placement: {done.summary()}")
+        if audit and (done.scaled or done.destroyed):
+            audit.record(stack, runner, "up", f"placement: {done.summary()}", "ok")

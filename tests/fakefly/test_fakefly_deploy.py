@@ -144,23 +144,29 @@ def test_mounts_first_deploy_creates_volume_later_missing_is_error(fly, tmp_path
     assert len(machines) == 1 and len(vols) == 1             # no HA for groups with mounts
     assert vols[0]["attached_machine_id"] == machines[0]["id"] and vols[0]["region"] == "ams"
     assert machines[0]["config"]["mounts"][0]["volume"] == vols[0]["id"]
-    # machine destroyed, volume destroyed: the next deploy needs a volume
+    # machine destroyed, volume destroyed: not a first deploy any more (the app is deployed), so
+    # no volume is provisioned; machines.go validateVolumeConfig, group without machines
     assert fly.run("machine", "destroy", machines[0]["id"], "--force").rc == 0
     assert fly.run("volumes", "destroy", vols[0]["id"], "-y").rc == 0
     r = fly.run("deploy", cwd=d)
     assert r.rc == 1
-    assert r.err.endswith("Error: Process group 'app' needs volumes with name 'data' to fulfill mounts defined in fly.toml; "
-                          "Run `fly volume create data -r REGION -n COUNT` for the following regions and counts: ams=1\n")
+    assert r.err.endswith("Error: creating a new machine in group 'app' requires an unattached 'data' volume. "
+                          "Create it with `fly volume create data`\n")
+    assert [x["Version"] for x in fly.run("releases", "-j", "-a", "web").json()] == [1]   # before the release
 
 
 def test_mounts_use_existing_unattached_volumes(fly, tmp_path):
+    # deploy_first.go provisionVolumesOnFirstDeploy creates none (unattached ones exist);
+    # deployCreateMachinesForGroups: a group with mounts gets ONE machine, whatever the volumes
     fly.run("apps", "create", "web")
     fly.run("volumes", "create", "data", "-r", "ams", "-n", "2", "-a", "web")
     d = project(tmp_path, extra=MOUNTS)
-    assert fly.run("deploy", cwd=d).rc == 0
+    r = fly.run("deploy", cwd=d)
+    assert r.rc == 0 and "Creating a" not in r.out
     machines = fly.run("machine", "list", "-j", "-a", "web").json()
-    assert len(machines) == 2
-    assert all(v["attached_machine_id"] for v in fly.run("volumes", "list", "-j", "-a", "web").json())
+    assert len(machines) == 1
+    vols = fly.run("volumes", "list", "-j", "-a", "web").json()
+    assert sorted(bool(v["attached_machine_id"]) for v in vols) == [False, True]
 
 
 def test_deploy_latency(fly, tmp_path):

@@ -211,10 +211,15 @@ def test_scale_count(fly, tmp_path):
     r = fly.run("scale", "count", "4", "--region", "iad,ord", "-a", "web", "--yes")
     assert r.rc == 0
     assert r.out.startswith("App 'web' is going to be scaled according to this plan:\n")
+    # convergeGroupCounts: round-robin from the first listed region, not "least filled first"
     regions = sorted(m["region"] for m in fly.run("status", "-j", "-a", "web").json()["Machines"])
-    assert regions == ["iad", "iad", "ord", "ord"]
+    assert regions == ["iad", "iad", "iad", "ord"]
     r = fly.run("scale", "count", "4", "-r", "iad,ord", "-a", "web", "-y")
     assert r.out == "App already scaled to desired state. No need for changes\n"
+    r = fly.run("scale", "count", "4", "-r", "iad,ord", "--max-per-region", "2", "-a", "web", "-y")
+    assert "  -1 machines for group 'app' on region 'iad'" in r.out and "  +1 machines for group 'app' on region 'ord'" in r.out
+    regions = sorted(m["region"] for m in fly.run("status", "-j", "-a", "web").json()["Machines"])
+    assert regions == ["iad", "iad", "ord", "ord"]
     r = fly.run("scale", "count", "worker=1", "-a", "web", "-y")
     assert r.rc == 1 and "unknown process groups [worker]" in r.err
     assert fly.run("scale", "count", "-y", "-a", "web", "--", "-1").rc == 0

@@ -45,6 +45,7 @@ def test_deploy_uses_absolute_config_and_working_directory(tmp_path):
     call = fly.deploy("web", tmp_path / "fly/staging/web.toml", workdir=tmp_path / "src")
     assert call.args[:2] == ("deploy", str(tmp_path / "src"))
     assert "--remote-only" in call.args and "--image" not in call.args
+    assert call.args[-1] == "--ha=false"   # the stack's placement, not flyctl's HA default, sets the count
     img = fly.deploy("web", tmp_path / "web.toml", workdir=tmp_path, image="registry.fly.io/web:v1")
     assert str(tmp_path) not in img.args[1] and img.args[img.args.index("--image") + 1] == "registry.fly.io/web:v1"
     with pytest.raises(ValueError, match="absolute"):
@@ -99,3 +100,10 @@ def test_every_flag_exists_in_flyctl(name, tmp_path):
     known = set(FLAGS[key].get("flags", [])) | set(FLAGS[key].get("hidden_flags", [])) | GLOBAL
     used = {a.split("=")[0] for a in rest if a.startswith("-")}
     assert used <= known, f"{key}: unknown flags {used - known}"
+
+
+def test_scale_count_takes_max_per_region_and_process_group():
+    call = fly.scale_count("web", 4, ["iad", "sin"], max_per_region=2, process_group="app")
+    assert call.args == ("scale", "count", "4", "--region", "iad,sin", "--max-per-region", "2",
+                         "--process-group", "app", "--app", "web", "--yes")
+    assert call.mutating

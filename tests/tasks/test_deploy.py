@@ -194,8 +194,9 @@ def test_status_shows_every_app_with_machines_volumes_and_staged_secrets(ops):
     apps = {a["component"]: a for a in st["apps"]}
     assert list(apps) == ["db", "cable", "cache", "kredis", "jobs", "web", "worker"]
     assert all(a["exists"] and a["state"] == "deployed" for a in apps.values())
-    assert apps["web"]["release"] == 1 and apps["web"]["machines"]["fra"]["started"] == 2
-    assert apps["web"]["machines"]["fra"]["checks_passing"] == apps["web"]["machines"]["fra"]["checks_total"] == 2
+    # staging's placement: one web machine in fra (deploys pass --ha=false; the stack sets the count)
+    assert apps["web"]["release"] == 1 and apps["web"]["machines"]["fra"]["started"] == 1
+    assert apps["web"]["machines"]["fra"]["checks_passing"] == apps["web"]["machines"]["fra"]["checks_total"] == 1
     assert apps["cache"]["volumes"] == {"fra": ["keydb_server 1GB"]}
     assert apps["db"]["volumes"] == {"fra": ["pg_data 10GB"]}
     assert apps["web"]["secrets_staged"] == ["NEW_KEY"]
@@ -280,3 +281,68 @@ def test_sigterm_during_a_deploy_lets_the_wave_in_flight_finish_then_gives_the_l
     assert "my-app-staging-worker" not in deployed and "my-app-staging-web" not in deployed  # ...nothing later began
     assert "my-app-lock-staging" not in _apps(ops)  # the lock was given back
     assert _processes_of(ops.home) == []  # and no flyctl call goes on behind our back
+
+
+def test_a_worker_deploy_with_its_standby_succeeds(ops):
+    # a worker first deployed with flyctl's default --ha: 1 machine + a standby that is created
+    # and never started (deployCreateMachinesForGroups); the old report called that "1/2 not started"
+    config = ops.root / "fly" / "staging" / "worker.toml"
+    r = ops.fly("deploy", "--config", str(config), "--app", ops.app("worker"), "--image", "registry.fly.io/my-app:0", "--yes")
+    assert r.returncode == 0, r.stderr
+    machines = ops.fly_json("machine", "list", "--app", ops.app("worker"))
+    assert sorted(m["state"] for m in machines) == ["created", "started"]
+    p = ops.inv("deploy", "--env", "staging", "--only", "worker", "--image", "registry.fly.io/my-app:1",
+                "--rollback-on-failure")
+    assert p.returncode == 0, p.stderr
+    assert "1 standby" in p.stdout and "rolled back" not in p.stdout
+    after = ops.fly_json("machine", "list", "--app", ops.app("worker"))
+    assert sorted(m["state"] for m in after) == ["created", "started"]     # the standby was not started
+    assert {m["config"]["image"] for m in after} == {"registry.fly.io/my-app:1"}
+    assert not [m for m in _mutations(ops) if m[:2] in (["scale", "count"], ["machine", "destroy"])]
+
+
+def test_a_web_deploy_with_an_autostopped_machine_succeeds(ops):
+    # autostop stops an idle web machine; a deploy updates it but leaves it stopped
+    # (machines_launchinput.go shouldSkipLaunch). That is a healthy release, not a failure.
+    assert ops.inv("deploy", "--env", "staging", "--image", "registry.fly.io/my-app:1").returncode == 0
+    (web,) = ops.fly_json("machine", "list", "--app", ops.app("web"))
+    assert ops.fly("machine", "stop", web["id"], "--app", ops.app("web")).returncode == 0
+    p = ops.inv("deploy", "--env", "staging", "--only", "web", "--image", "registry.fly.io/my-app:2",
+                "--rollback-on-failure")
+    assert p.returncode == 0, p.stderr + p.stdout
+    assert "1 stopped" in p.stdout and "rolled back" not in p.stdout
+    (after,) = ops.fly_json("machine", "list", "--app", ops.app("web"))
+    assert after["state"] == "stopped" and after["config"]["image"] == "registry.fly.io/my-app:2"
+
+
+def test_a_web_deploy_whose_started_machine_fails_checks_fails_and_rolls_back(ops):
+    assert ops.inv("deploy", "--env", "staging", "--image", "registry.fly.io/my-app:1").returncode == 0
+    p = ops.inv("deploy", "--env", "staging", "--only", "web", "--image", "registry.fly.io/my-app:2",
+                "--rollback-on-failure", FAKEFLY_UNHEALTHY=ops.app("web"))
+    assert p.returncode == 1
+    assert "rolled back" in p.stdout
+
+
+def test_production_deploy_places_machines_in_every_region_and_names_a_region_without_volume(tmp_path):
+    ops = DeployEnv(tmp_path, env="production")
+    # a region without an unattached volume: scale count would create a second volume, so it is refused
+    vols = ops.fly_json("volumes", "list", "--app", ops.app("cable"))
+    sin = next(v for v in vols if v["region"] == "sin")
+    assert ops.fly("volumes", "destroy", sin["id"], "--yes").returncode == 0
+    p = ops.inv("deploy", "--env", "production", "--image", "registry.fly.io/my-app:1")
+    assert p.returncode == 1
+    assert "cable" in p.stderr + p.stdout and "sin has no unattached keydb_server volume" in p.stderr + p.stdout
+    cable = ops.fly_json("machine", "list", "--app", ops.app("cable"))
+    assert sorted(m["region"] for m in cable) == ["fra", "iad"]
+    assert len(ops.fly_json("volumes", "list", "--app", ops.app("cable"))) == 2   # no volume created by scale count
+    # the fix the message names, then the next run converges
+    ops.fly("volumes", "create", "keydb_server", "--region", "sin", "--app", ops.app("cable"), "--yes")
+    p = ops.inv("deploy", "--env", "production", "--image", "registry.fly.io/my-app:1")
+    assert p.returncode == 0, p.stderr + p.stdout
+    for c in (*STORES, "worker", "web"):
+        regions = sorted(m["region"] for m in ops.fly_json("machine", "list", "--app", ops.app(c)))
+        assert set(regions) == {"fra", "iad", "sin"}, (c, regions)
+    st = json.loads(ops.inv("status", "--env", "production", "--json").stdout)
+    for a in st["apps"]:
+        if a["component"] != "db":
+            assert sorted(a["machines"]) == ["fra", "iad", "sin"] and a["healthy"], a

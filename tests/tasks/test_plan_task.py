@@ -55,6 +55,13 @@ def test_local_env_is_not_on_fly(ops):
 def test_plan_after_up_has_nothing_pending(ops):
     up = ops.inv("up", "--env", "staging", "--yes", "--no-deploy")
     assert up.returncode == 0, up.stderr
+    # not deployed yet: every component lacks its machine in fra, and plan says so
+    r = ops.inv("plan", "--env", "staging", "--json")
+    assert r.returncode == 7
+    rows = [x for x in json.loads(r.stdout)["rows"] if x["action"] == "create"]
+    assert {(x["kind"], x["target"]) for x in rows} == {("machine", "fra")} and len(rows) == 6
+    up = ops.inv("up", "--env", "staging", "--yes", "--image", "registry.fly.io/my-app:1")
+    assert up.returncode == 0, up.stderr
     r = ops.inv("plan", "--env", "staging", "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(r.stdout)["summary"]["create"] == 0

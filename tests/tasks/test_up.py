@@ -68,7 +68,50 @@ def test_up_from_nothing_then_a_second_run_changes_nothing(ops):
     assert ops.mutations() == mutations  # convergent: zero mutating flyctl calls
     plan = ops.inv("plan", "--env", "staging", "--json")
     pending = [x for x in json.loads(plan.stdout)["rows"] if x["action"] != "keep"]
-    assert all(x["kind"] == "secret" and x["component"] == "db" for x in pending), pending  # postgres' own secrets
+    # --no-deploy: no machine anywhere yet, so plan lists one missing per component and region
+    assert all(x["kind"] == "machine" and x["action"] == "create" and x["target"] == "fra"
+               or x["kind"] == "secret" and x["component"] == "db" for x in pending), pending  # postgres' own secrets
+
+
+def machines_by_region(st, app, group=None):
+    out = {}
+    for m in st["apps"][app]["machines"]:
+        md = m["config"]["metadata"]
+        if m["state"] in ("destroyed", "destroying") or m["config"].get("standbys") or md.get("fly_platform_version") != "v2":
+            continue
+        out.setdefault(m["region"], []).append(m)
+    return out
+
+
+def test_production_up_places_every_component_in_every_region(ops):
+    # `fly deploy` creates machines in primary_region only (machines_launchinput.go
+    # launchInputForLaunch); every other region must come from `fly scale count`
+    r = ops.inv("up", "--env", "production", "--yes", "--image", "registry.fly.io/my-app:1")
+    assert r.returncode == 0, r.stderr
+    st = world(ops)
+    for store in ("cable", "cache", "kredis", "jobs"):
+        app = st["apps"][f"my-app-production-{store}"]
+        got = machines_by_region(st, app["name"])
+        assert sorted(got) == ["fra", "iad", "sin"] and all(len(ms) == 1 for ms in got.values()), (store, got)
+        vols = {v["id"]: v for v in app["volumes"] if v["state"] == "created"}
+        assert len(vols) == 3  # no volume created by scale count
+        for region, (m,) in got.items():
+            vol = vols[m["config"]["mounts"][0]["volume"]]
+            assert vol["region"] == region and vol["attached_machine_id"] == m["id"]
+    web = machines_by_region(st, "my-app-production-web")
+    assert {r: len(ms) for r, ms in web.items()} == {"fra": 2, "iad": 2, "sin": 2}
+    worker = machines_by_region(st, "my-app-production-worker")
+    assert {r: len(ms) for r, ms in worker.items()} == {"fra": 1, "iad": 1, "sin": 1}
+    assert all(m["state"] == "started" for ms in worker.values() for m in ms)
+    scales = [m for m in ops.mutations() if m[:2] == ["scale", "count"]]
+    assert scales and all("--max-per-region" in m and "--region" in m for m in scales)
+    n = len(ops.mutations())
+    r = ops.inv("up", "--env", "production", "--yes", "--image", "registry.fly.io/my-app:1")
+    assert r.returncode == 0 and "nothing to do" in r.stderr, r.stderr
+    assert len(ops.mutations()) == n  # a second run makes no mutating call
+    plan = ops.inv("plan", "--env", "production", "--json")
+    pending = [x for x in json.loads(plan.stdout)["rows"] if x["action"] != "keep"]
+    assert pending == [] and plan.returncode == 0, (plan.returncode, pending, plan.stderr)
 
 
 def test_production_gets_exactly_one_volume_per_store_per_region(ops):
@@ -183,3 +226,42 @@ def test_up_recovers_a_postgres_password_an_earlier_run_never_saw(ops):
     assert sum(m[:2] == ["postgres", "create"] for m in ops.mutations()) == 1  # the test's own
     r = up(ops)
     assert r.returncode == 0 and "nothing to do" in r.stderr
+
+
+def test_production_scale_failure_names_component_and_regions_then_rerun_converges(ops):
+    image = "registry.fly.io/my-app:1"
+    r = ops.inv("up", "--env", "production", "--yes", "--image", image,
+                FAKEFLY_FAIL_MATCH="^scale count .*--app my-app-production-kredis")
+    assert r.returncode == 1
+    assert "placing machines failed for kredis in iad, sin" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    st = world(ops)
+    assert sorted(machines_by_region(st, "my-app-production-kredis")) == ["fra"]
+    assert sorted(machines_by_region(st, "my-app-production-cable")) == ["fra", "iad", "sin"]  # the others went on
+    assert "my-app-lock-production" not in st["apps"]
+    plan = ops.inv("plan", "--env", "production", "--json")
+    assert plan.returncode == 7
+    assert {(x["component"], x["target"]) for x in json.loads(plan.stdout)["rows"]
+            if x["kind"] == "machine" and x["action"] != "keep"} == {("kredis", "iad"), ("kredis", "sin")}
+    r = ops.inv("up", "--env", "production", "--yes", "--image", image)
+    assert r.returncode == 0, r.stderr
+    assert {r: len(ms) for r, ms in machines_by_region(world(ops), "my-app-production-kredis").items()} == {
+        "fra": 1, "iad": 1, "sin": 1}
+    assert ops.inv("plan", "--env", "production").returncode == 0
+
+
+def test_an_extra_machine_is_shown_by_plan_and_removed_by_up(ops):
+    image = "registry.fly.io/my-app:1"
+    assert ops.inv("up", "--env", "staging", "--yes", "--image", image).returncode == 0
+    web = "my-app-staging-web"
+    assert ops.fly("scale", "count", "2", "--region", "fra", "--app", web, "--yes").returncode == 0
+    plan = ops.inv("plan", "--env", "staging", "--json")
+    assert plan.returncode == 7
+    (row,) = [x for x in json.loads(plan.stdout)["rows"] if x["kind"] == "machine" and x["action"] != "keep"]
+    assert (row["component"], row["target"], row["action"]) == ("web", "fra", "remove") and "2/1" in row["detail"]
+    r = ops.inv("up", "--env", "staging", "--yes", "--image", image)
+    assert r.returncode == 0, r.stderr
+    assert len(machines_by_region(world(ops), web)["fra"]) == 1
+    n = len(ops.mutations())
+    assert ops.inv("up", "--env", "staging", "--yes", "--image", image).returncode == 0
+    assert len(ops.mutations()) == n

@@ -570,82 +570,203 @@ def health_ok(appname: str) -> bool:
     return appname not in env_list("FAKEFLY_UNHEALTHY")
 
 
+def _unattached_volumes(app: dict) -> dict[str, list[dict]]:
+    """machines.go setVolumes: unattached, host-ok volumes of the app grouped by name (in list order)."""
+    out: dict[str, list[dict]] = {}
+    for v in app["volumes"]:
+        if v["state"] == "created" and not v["attached_machine_id"] and v.get("host_status", "ok") == "ok":
+            out.setdefault(v["name"], []).append(v)
+    return out
+
+
+def _pop_volume(pool: dict[str, list[dict]], name: str, region: str) -> dict | None:
+    """machines.go popVolumeFor: the first unattached volume of that name in that region."""
+    for i, v in enumerate(pool.get(name, [])):
+        if not region or v["region"] == region:
+            return pool[name].pop(i)
+    return None
+
+
+def should_skip_launch(orig: dict | None, conf: dict) -> bool:
+    """machines_launchinput.go shouldSkipLaunch: a started/starting/failed machine is launched;
+    a new standby and an existing machine in any other state (stopped, suspended, created)
+    are updated but not started."""
+    state = orig["state"] if orig is not None else "<not-set>"
+    if state in ("started", "starting", "failed"):
+        return False
+    if conf.get("standbys"):
+        return True
+    return orig is not None
+
+
+def validate_volume_config(app: dict, cfg: dict, pool: dict[str, list[dict]]) -> None:
+    """machines.go validateVolumeConfig (runs before the release is created)."""
+    machines = [m for m in app["machines"] if M.is_v2(m) and M.is_active(m)]
+    for group in M.process_groups(cfg):
+        mount = M.mount_for(cfg, group)
+        ms = [m for m in machines if M.group_of(m) == group]
+        if ms:
+            needs: dict[str, int] = {}
+            for m in ms:
+                mm = m["config"].get("mounts") or []
+                if mount and not mm:
+                    needs[m["region"]] = needs.get(m["region"], 0) + 1
+                if mm and mount and mm[0].get("name") and mm[0]["name"] != mount.get("source"):
+                    raise FlyError(f"machine {m['id']} [{group}] can't update the attached volume {mount.get('source')} "
+                                   f"with name '{mm[0]['volume']}' by '{mm[0]['name']}'")
+            if needs:
+                have: dict[str, int] = {}
+                for v in pool.get(mount["source"], []):
+                    have[v["region"]] = have.get(v["region"], 0) + 1
+                missing = [f"{r}={n - have.get(r, 0)}" for r, n in needs.items() if n > have.get(r, 0)]
+                if missing:
+                    src = mount["source"]
+                    raise FlyError(f"Process group '{group}' needs volumes with name '{src}' to fulfill mounts defined in fly.toml; "
+                                   f"Run `fly volume create {src} -r REGION -n COUNT` for the following regions and counts: {' '.join(missing)}")
+        elif mount and not pool.get(mount["source"]):
+            src = mount["source"]
+            raise FlyError(f"creating a new machine in group '{group}' requires an unattached '{src}' volume. "
+                           f"Create it with `fly volume create {src}`")
+
+
+def provision_volumes_on_first_deploy(app: dict, cfg: dict, pool: dict[str, list[dict]], volume_initial_size: int) -> list:
+    """deploy_first.go provisionVolumesOnFirstDeploy: one volume per group with mounts, in the
+    primary region, unless unattached volumes of that name exist in ANY region (they are
+    counted, not their regions: such volumes elsewhere mean none is created here)."""
+    lines = []
+    existent = {name: len(vs) for name, vs in pool.items()}
+    region = cfg.get("primary_region") or "iad"
+    for group in M.process_groups(cfg):
+        mount = M.mount_for(cfg, group)
+        if not mount:
+            continue
+        src = mount.get("source")
+        if existent.get(src, 0) > 0:
+            existent[src] -= 1
+            continue
+        if mount.get("initial_size"):
+            size = max(1, M.parse_memory_mb(mount["initial_size"]) // 1024)
+        else:
+            size = volume_initial_size or 1  # DefaultVolumeInitialSizeGB (machines.go)
+        lines.append(("out", f"Creating a {size} GB volume named '{src}' for process group '{group}'. "
+                             "Use 'fly vol extend' to increase its size"))
+        pool.setdefault(src, []).append(M.new_volume(app, name=src, region=region, size=size))
+    return lines
+
+
+def _update_machine(m: dict, conf: dict, release: dict | None, secrets: dict, names: list[str], healthy: bool) -> bool:
+    """Apply an update (machines_launchinput.go launchInputForUpdate / launchInputForRestart).
+    Returns True when the machine was launched (and so waited for), False when skipped."""
+    if conf.get("services") and conf.get("standbys"):
+        # launchInputForUpdate: a standby whose group now has services stops being one
+        conf.pop("standbys", None)
+        conf.get("env", {}).pop("FLY_STANDBY_FOR", None)
+    skip = should_skip_launch(m, conf)
+    if release:
+        conf["metadata"]["fly_release_id"] = release["id"]
+        conf["metadata"]["fly_release_version"] = str(release["version"])
+    m["config"] = conf
+    m["image_ref"] = M.image_ref(conf.get("image", ""))
+    m["_secrets"] = dict(secrets)
+    m["version"] = S.ulid()
+    m["updated_at"] = S.rfc3339()
+    m["events"].append({"type": "update", "status": "replacing", "source": "user",
+                        "timestamp": int(S.now().timestamp() * 1000)})
+    if skip:  # updated, not started (waitForMachine returns at once for SkipLaunch)
+        return False
+    m["state"] = "started"
+    M.set_checks(m, names, healthy)
+    return True
+
+
 def rollout(st, app, cfg, image, release, *, update_only=False, ha=True, vm_size=None,
-            extra_env=None, restart_only=False, first=False, volume_initial_size=0,
-            primary_region=None, strategy="rolling"):
-    """Create/update machines for a release. Returns (lines, failed_machine_id or None)."""
-    lines: list[tuple[str, str]] = []  # (stream, text)
+            extra_env=None, restart_only=False, strategy="rolling"):
+    """Create/update machines for a release, as machines_deploymachinesapp.go deployMachinesApp does.
+
+    Returns (lines, failed_machine_id or None); raises FlyError when a machine cannot be
+    created (the caller marks the release failed). New machines go to
+    primary_region only (machines_launchinput.go launchInputForLaunch: `region :=
+    md.appConfig.PrimaryRegion`); HA per deployCreateMachinesForGroups: a group with mounts
+    gets 1 machine, a group with services 2, any other group 1 plus a standby (created,
+    never started, config.standbys = [its id], env FLY_STANDBY_FOR)."""
+    lines: list[tuple[str, str]] = []
     healthy = health_ok(app["name"])
     secrets = M.secrets_snapshot(app)
-    region = primary_region or cfg.get("primary_region") or "iad"
+    region = cfg.get("primary_region") or "iad"
     failed = None
+    pool = _unattached_volumes(app)
+    existing = [m for m in app["machines"] if M.is_v2(m) and M.is_active(m)]
+    have_groups = {M.group_of(m) for m in existing}
+    # deployCreateMachinesForGroups: groups of the config without machines, sorted
+    if not (update_only or restart_only):
+        for group in sorted(g for g in M.process_groups(cfg) if g not in have_groups):
+            _, names = M.checks_from_config(cfg, group)
+            mount = M.mount_for(cfg, group)
+            services = M.services_from_config(cfg, group)
+            lines.append(("out", f"No machines in group {group}, launching a new machine"))
+
+            def spawn(standby_for=None, group=group, mount=mount, names=names):
+                conf = M.machine_config(cfg, group, image=image, release=release, region=region,
+                                        extra_env=extra_env, vm_size=vm_size)
+                vol = None
+                if mount:
+                    vol = _pop_volume(pool, mount.get("source"), region)
+                    if vol is None:
+                        raise FlyError("error creating machine configuration: "
+                                       f"New machine in group '{group}' needs an unattached volume named "
+                                       f"'{mount.get('source')}' in region '{region}'")
+                    conf["mounts"] = [{"volume": vol["id"], "path": mount.get("destination", "/data"),
+                                       "name": mount.get("source"), "size_gb": vol["size_gb"],
+                                       "encrypted": vol["encrypted"]}]
+                if standby_for:
+                    conf["standbys"] = list(standby_for)
+                    conf["env"]["FLY_STANDBY_FOR"] = ",".join(standby_for)
+                skip = should_skip_launch(None, conf)
+                m = M.make_machine(app, config=conf, region=region, state="created" if skip else "started",
+                                   check_names=[] if skip else names, healthy=healthy, secrets=secrets)
+                if vol:
+                    vol["attached_machine_id"] = m["id"]
+                    vol["attached_alloc_id"] = m["id"]
+                return m, skip
+
+            first_m, _ = spawn()
+            if names and not healthy:
+                return lines, first_m["id"]
+            if not ha or mount:
+                continue
+            if services:
+                lines.append(("out", "Creating a second machine for high availability and zero downtime deployments."))
+                lines.append(("out", 'To disable this, set "min_machines_running = 0" in your fly.toml.'))
+                spawn()
+            else:
+                lines.append(("out", f"Creating a standby machine for {first_m['id']}"))
+                spawn([first_m["id"]])
+        if any(g not in have_groups for g in M.process_groups(cfg)):
+            lines.append(("err", "Finished launching new machines"))
+    # updateExistingMachines: the machines that existed before this deploy
     for group in M.process_groups(cfg):
-        group_machines = [m for m in app["machines"] if M.is_v2(m) and M.group_of(m) == group and M.is_active(m)]
+        group_machines = [m for m in existing if M.group_of(m) == group]
+        if not group_machines:
+            continue
         _, names = M.checks_from_config(cfg, group)
-        if group_machines:
-            lines.append(("out", f"Updating existing machines in '{app['name']}' with {strategy} strategy"))
-            for i, m in enumerate(group_machines, 1):
-                if restart_only:
-                    conf = m["config"]
-                else:
-                    conf = M.machine_config(cfg, group, image=image, release=release, region=m["region"],
-                                            extra_env=extra_env, vm_size=vm_size)
-                    if "mounts" in m["config"]:
-                        conf["mounts"] = m["config"]["mounts"]
-                if release:
-                    conf["metadata"]["fly_release_id"] = release["id"]
-                    conf["metadata"]["fly_release_version"] = str(release["version"])
-                m["config"] = conf
-                m["image_ref"] = M.image_ref(conf.get("image", ""))
-                m["_secrets"] = dict(secrets)
-                m["state"] = "started"
-                m["version"] = S.ulid()
-                m["updated_at"] = S.rfc3339()
-                m["events"].append({"type": "update", "status": "replacing", "source": "user",
-                                    "timestamp": int(S.now().timestamp() * 1000)})
-                M.set_checks(m, names, healthy)
-                if names and not healthy and failed is None:
-                    failed = m["id"]
-                lines.append(("out", f"  [{i}/{len(group_machines)}] Machine {m['id']} [{group}] update {'failed' if failed == m['id'] else 'succeeded'}"))
-            continue
-        if update_only or restart_only:
-            continue
-        mount = M.mount_for(cfg, group)
-        lines.append(("out", f"No machines in group {group}, launching a new machine"))
-        if mount:
-            source = mount.get("source")
-            vols = [v for v in app["volumes"] if v["name"] == source and v["state"] == "created"
-                    and not v["attached_machine_id"] and v["region"] == region]
-            if not vols:
-                if not first:
-                    raise FlyError(
-                        f"Process group '{group}' needs volumes with name '{source}' to fulfill mounts defined in fly.toml; "
-                        f"Run `fly volume create {source} -r REGION -n COUNT` for the following regions and counts: {region}=1"
-                    )
-                size = int(mount.get("initial_size") and M.parse_memory_mb(mount["initial_size"]) // 1024 or 0) or volume_initial_size or 1
-                lines.append(("out", f"Creating a {size} GB volume named '{source}' for process group '{group}'. Use 'fly vol extend' to increase its size"))
-                vols = [M.new_volume(app, name=source, region=region, size=size)]
-            for v in vols:
-                conf = M.machine_config(cfg, group, image=image, release=release, region=region,
+        lines.append(("out", f"Updating existing machines in '{app['name']}' with {strategy} strategy"))
+        for i, m in enumerate(group_machines, 1):
+            if restart_only:
+                conf = copy.deepcopy(m["config"])
+            else:
+                conf = M.machine_config(cfg, group, image=image, release=release, region=m["region"],
                                         extra_env=extra_env, vm_size=vm_size)
-                conf["mounts"] = [{"volume": v["id"], "path": mount.get("destination", "/data"), "name": source,
-                                   "size_gb": v["size_gb"], "encrypted": v["encrypted"]}]
-                m = M.make_machine(app, config=conf, region=region, check_names=names, healthy=healthy, secrets=secrets)
-                v["attached_machine_id"] = m["id"]
-                v["attached_alloc_id"] = m["id"]
-                if names and not healthy and failed is None:
-                    failed = m["id"]
-                lines.append(("out", f"Created machine {m['id']} in region {region} with volume {v['id']}"))
-        else:
-            count = 2 if ha else 1
-            for _ in range(count):
-                conf = M.machine_config(cfg, group, image=image, release=release, region=region,
-                                        extra_env=extra_env, vm_size=vm_size)
-                m = M.make_machine(app, config=conf, region=region, check_names=names, healthy=healthy, secrets=secrets)
-                if names and not healthy and failed is None:
-                    failed = m["id"]
-            if count == 2:
-                lines.append(("out", "Creating a second machine to increase service availability"))
+                if "mounts" in m["config"]:
+                    conf["mounts"] = m["config"]["mounts"]
+                if m["config"].get("standbys"):
+                    conf["standbys"] = m["config"]["standbys"]
+                    conf["env"]["FLY_STANDBY_FOR"] = ",".join(m["config"]["standbys"])
+            launched = _update_machine(m, conf, release, secrets, names, healthy)
+            if launched and names and not healthy and failed is None:
+                failed = m["id"]
+            what = "update failed" if failed == m["id"] else ("updated (not started: it was " + m["state"] + ")"
+                                                              if not launched else "update succeeded")
+            lines.append(("out", f"  [{i}/{len(group_machines)}] Machine {m['id']} [{group}] {what}"))
     return lines, failed
 
 
@@ -739,10 +860,24 @@ def deploy(home, opts, args):
         app = get_app(st, name)
         if build_rec:
             st["builds"].append(build_rec)
-        first = not app["deployed"] and not any(M.is_v2(m) for m in app["machines"])
-        rel = M.new_release(app, image=image, reason="deploy", description="Deploy image", status="running", strategy=strategy)
+        # machines.go NewMachineDeployment: setVolumes -> setFirstDeploy -> provisionFirstDeploy
+        # -> validateVolumeConfig -> createReleaseInBackend. Volumes provisioned for a first
+        # deploy stay even when the validation after them fails (separate API calls).
+        first = not app["deployed"] and not any(M.is_v2(m) and M.is_active(m) for m in app["machines"])
         lines = []
-        if release_cmd and not opts.get("skip-release-command"):
+        pool = _unattached_volumes(app)
+        if first and cfg.get("mounts"):
+            lines += provision_volumes_on_first_deploy(app, cfg, pool, opts.get("volume-initial-size") or 0)
+        try:
+            validate_volume_config(app, cfg, pool)
+        except FlyError as exc:
+            error = exc
+        if error is not None:
+            _emit(lines)
+            lines = []
+        rel = None if error else M.new_release(app, image=image, reason="deploy", description="Deploy image",
+                                               status="running", strategy=strategy)
+        if error is None and release_cmd and not opts.get("skip-release-command"):
             lines.append(("out", f"Running {name} release_command: {release_cmd}"))
             record_event(home, {"type": "release_command", "app": name, "command": release_cmd, "release": rel["version"]})
             if fail_release_cmd:
@@ -756,29 +891,30 @@ def deploy(home, opts, args):
             try:
                 more, failed = rollout(st, app, cfg, image, rel, update_only=opts.get("update-only"),
                                        ha=opts.get("ha", True), vm_size=opts.get("vm-size"), extra_env=extra_env,
-                                       first=first, volume_initial_size=opts.get("volume-initial-size") or 0,
                                        strategy=strategy)
-            except FlyError:
-                app["releases"].pop()
-                raise
+            except FlyError as exc:  # DeployMachinesApp: any error after the release -> status "failed"
+                more, failed, error = [], None, exc
+                rel["status"] = "failed"
             lines += more
-            if failed and not opts.get("detach"):
+            if error is not None:
+                pass
+            elif failed and not opts.get("detach"):
                 rel["status"] = "failed"
                 error = FlyError(f"timeout reached waiting for health checks to pass for machine {failed}: "
                                  "failed to get VM: context deadline exceeded",
-                                 extra=["Your machine never reached the state \"started\"." if False else
-                                        f"Check its logs with `fly logs -a {name} --machine {failed}`"])
+                                 extra=[f"Check its logs with `fly logs -a {name} --machine {failed}`"])
             else:
                 rel["status"] = "complete"
                 app["status"] = "deployed"
                 app["deployed"] = True
                 app["config"] = cfg
                 app["image"] = image
-        record_event(home, {"type": "deploy", "app": name, "release": rel["version"], "image": image,
-                            "status": rel["status"], "strategy": strategy,
-                            # machines_launchinput.go: MinSecretsVersion from the start-up snapshot
-                            "min_secrets_version": flyconfig.min_secrets_version(name),
-                            "secrets_version": app.get("secrets_version", 0)})
+        if rel is not None:
+            record_event(home, {"type": "deploy", "app": name, "release": rel["version"], "image": image,
+                                "status": rel["status"], "strategy": strategy,
+                                # machines_launchinput.go: MinSecretsVersion from the start-up snapshot
+                                "min_secrets_version": flyconfig.min_secrets_version(name),
+                                "secrets_version": app.get("secrets_version", 0)})
     _emit(lines)
     if error:
         raise error
@@ -1442,13 +1578,57 @@ def pg_list(home, opts, args):
 # ------------------------------------------------------------------ scale count
 
 
+def converge_group_counts(expected_total: int, current: dict[str, int], regions: list[str], max_per_region: int) -> dict[str, int]:
+    """scale/count_machines.go convergeGroupCounts, line for line: only the listed regions
+    count; new machines go round-robin from the FIRST listed region (not to the least-filled
+    one), skipping regions at --max-per-region; removals start from the SECOND region."""
+    diffs: dict[str, int] = {}
+    if not regions:
+        regions = list(current)
+    regions = list(dict.fromkeys(regions))
+    if max_per_region >= 0:
+        if len(regions) * max_per_region < expected_total:
+            raise FlyError("the number of regions by the maximum machines per region is fewer than the expected total")
+        for r in regions:
+            c = current.get(r, 0)
+            if c > max_per_region:
+                diffs[r] = max_per_region - c
+    diff = expected_total
+    for r in regions:
+        diff -= current.get(r, 0) + diffs.get(r, 0)
+    idx = 0
+    while diff > 0:
+        r = regions[idx % len(regions)]
+        if max_per_region < 0 or current.get(r, 0) + diffs.get(r, 0) < max_per_region:
+            diffs[r] = diffs.get(r, 0) + 1
+            diff -= 1
+        idx += 1
+    idx = -1
+    while diff < 0:
+        r = regions[(-idx) % len(regions)]
+        if current.get(r, 0) + diffs.get(r, 0) > 0:
+            diffs[r] = diffs.get(r, 0) - 1
+            diff += 1
+        idx -= 1
+    return diffs
+
+
 @handler("scale count")
 def scale_count(home, opts, args):
+    """scale/count.go runScaleCount + count_machines.go runMachinesScaleCount / computeActions.
+
+    Machines counted: every Fly Launch machine of the group (flaps ListFlyAppsMachines: v2,
+    not destroyed, not the release command), standbys and stopped ones included. New machines
+    clone the group's first machine's config with `standbys` and FLY_STANDBY_FOR removed
+    ("no point on having more than one"). With mounts each new machine takes an unattached
+    volume of that name in its region (machine_defaults.go PopAvailableVolumes, skipped with
+    --with-new-volumes) or else gets a NEW volume (CreateVolumeRequest; require_unique_zone
+    when the region will hold more than one machine)."""
     if not args:
         raise FlyError("requires at least 1 arg(s), only received 0", usage=True)
     name = app_name(opts)
     group_default = opts.get("process-group") or "app"
-    wanted: dict[str, tuple[str, int]] = {}  # group -> (mode, n)  mode: abs|rel
+    wanted: dict[str, tuple[str, int]] = {}  # group -> (mode, n)  mode: abs|rel   (parseGroupCounts)
     if len(args) == 1 and re.fullmatch(r"[+-]?\d+", args[0]):
         a = args[0]
         if a[0] in "+-":
@@ -1459,10 +1639,10 @@ def scale_count(home, opts, args):
             wanted[group_default] = ("abs", int(a))
     else:
         for a in args:
-            m = re.fullmatch(r"([^=]+)=(\d+)", a)
+            m = re.fullmatch(r"([^=]+)=([+-]?\d+)", a)
             if not m:
                 raise FlyError(f"'{a}' is not a valid process=count option")
-            wanted[m.group(1)] = ("abs", int(m.group(2)))
+            wanted[m.group(1)] = ("rel", int(m.group(2))) if m.group(2)[0] in "+-" else ("abs", int(m.group(2)))
     regions_flag = [r for r in (opts.get("region") or "").split(",") if r]
     maxper = opts.get("max-per-region")
     if maxper is None:
@@ -1473,118 +1653,112 @@ def scale_count(home, opts, args):
         valid = M.process_groups(cfg)
         unknown = [g for g in wanted if g not in valid]
         if unknown:
-            raise FlyError(f"Attempting to scale unknown process groups [{' '.join(unknown)}] but valid names are [{' '.join(valid)}]")
-        if not app["releases"]:
+            raise FlyError(f"Attempting to scale unknown process groups [{' '.join(unknown)}] but valid names are [{' '.join(valid)}].\n"
+                           " Use `fly scale count COUNT --process-group=NAME` \n"
+                           " or multi group syntax `fly scale count NAME1=COUNT1 NAME2=COUNT2 ...`")
+        complete = [r for r in app["releases"] if r["status"] == "complete"]
+        if not complete:
             raise FlyError("this app has no complete releases. Run `fly deploy` to create one and rerun this command")
+        rel = complete[-1]
         v2 = [m for m in app["machines"] if M.is_v2(m) and M.is_active(m)]
-        if regions_flag:
-            regions = regions_flag
-        else:
-            regions = []
-            for m in v2:
-                if m["region"] not in regions:
-                    regions.append(m["region"])
-            if not regions:
-                regions = [cfg.get("primary_region") or "iad"]
-        plan = []  # (group, region, +n or -n, machines_to_remove)
-        for group, (mode, n) in wanted.items():
+        regions = regions_flag or list(dict.fromkeys(m["region"] for m in v2)) or [cfg.get("primary_region") or "iad"]
+        unattached: dict[tuple[str, str], list[dict]] = {}
+        if not opts.get("with-new-volumes"):
+            for v in app["volumes"]:
+                if v["state"] == "created" and not v["attached_machine_id"] and v.get("host_status", "ok") == "ok":
+                    unattached.setdefault((v["name"], v["region"]), []).append(v)
+        volsize = {}
+        for v in app["volumes"]:
+            volsize[v["name"]] = max(volsize.get(v["name"], 0), v["size_gb"])
+        plan = []  # (group, region, delta, machines in region, template config, reuse volumes, creates volumes)
+        for group in sorted(wanted):
+            mode, n = wanted[group]
             gm = [m for m in v2 if M.group_of(m) == group]
-            expected = n if mode == "abs" else len(gm) + n
-            if expected < 0:
-                expected = 0
-            if maxper >= 0 and maxper * len(regions) < expected:
-                raise FlyError("the number of regions by the maximum machines per region is fewer than the expected total")
-            per = {r: [m for m in gm if m["region"] == r] for r in regions}
-            current = sum(len(v) for v in per.values())
-            delta = expected - current
-            counts = {r: len(per[r]) for r in regions}
-            adds = {r: 0 for r in regions}
-            removes = {r: [] for r in regions}
-            # new machines go round-robin from the first region (to the least-filled region first);
-            # removals rotate from the second region, so the first region loses machines last
-            while delta > 0:
-                open_ = [r for r in regions if maxper < 0 or counts[r] < maxper]
-                r = min(open_, key=lambda x: (counts[x], regions.index(x)))
-                counts[r] += 1
-                adds[r] += 1
-                delta -= 1
-            rm_order = regions[1:] + regions[:1]
-            while delta < 0:
-                r = max(rm_order, key=lambda x: (counts[x], -rm_order.index(x)))
-                if counts[r] <= 0:
-                    break
-                left = [m for m in per[r] if m not in removes[r]]
-                removes[r].append(left[0])
-                counts[r] -= 1
-                delta += 1
+            expected = max(n if mode == "abs" else len(gm) + n, 0)
+            per = {}
+            for m in gm:
+                per.setdefault(m["region"], []).append(m)
+            diffs = converge_group_counts(expected, {r: len(x) for r, x in per.items()}, regions, maxper)
+            if gm:
+                template = copy.deepcopy(gm[0]["config"])
+                template.pop("standbys", None)                       # computeActions: nullify standbys
+                template.get("env", {}).pop("FLY_STANDBY_FOR", None)
+                secrets = gm[0].get("_secrets", M.secrets_snapshot(app))
+            else:                                                   # defaults.ToMachineConfig
+                template = M.machine_config(cfg, group, image=rel.get("image_ref") or app.get("image", ""), release=rel,
+                                            region=regions[0], vm_size=opts.get("vm-size"))
+                mount = M.mount_for(cfg, group)
+                if mount:
+                    template["mounts"] = [{"volume": "", "path": mount.get("destination", "/data"), "name": mount.get("source"),
+                                           "size_gb": volsize.get(mount.get("source"), 1), "encrypted": True}]
+                secrets = M.secrets_snapshot(app)
             for r in regions:
-                if adds[r] or removes[r]:
-                    plan.append((group, r, adds[r], removes[r]))
+                delta = diffs.get(r, 0)
+                if not delta:
+                    continue
+                reuse, creates = [], 0
+                mounts = template.get("mounts") or []
+                if delta > 0 and mounts:
+                    pool = unattached.get((mounts[0]["name"], r), [])
+                    reuse = pool[:delta]
+                    unattached[(mounts[0]["name"], r)] = pool[len(reuse):]
+                    creates = delta - len(reuse)
+                plan.append((group, r, delta, per.get(r, []), template, reuse, creates, secrets))
         if not plan:
             out("App already scaled to desired state. No need for changes")
             return 0
-        yes_required(opts, "--yes flag must be specified when not running interactively")
         lines = [f"App '{name}' is going to be scaled according to this plan:"]
+        for group, r, delta, ms, template, reuse, creates, _ in plan:
+            size = M.size_name((template if delta > 0 else (ms[0]["config"] if ms else template)).get("guest") or {})
+            lines.append(f"{delta:+4d} machines for group '{group}' on region '{r}' of size '{size}'")
+            if reuse and creates:
+                lines.append(f"{creates:+4d} volumes and {len(reuse)} unattached volumes assigned to group '{group}' in region '{r}'")
+            elif reuse:
+                lines.append(f"{len(reuse):4d} unattached volumes to be assigned to group '{group}' in region '{r}'")
+            elif creates:
+                lines.append(f"{creates:+4d} volumes  for group '{group}' in region '{r}'")
+        if not opts.get("yes"):
+            for line in lines:
+                out(line)
+            yes_required(opts, "--yes flag must be specified when not running interactively")
         executed = []
         healthy = health_ok(name)
-        rel = app["releases"][-1]
-        for group, r, add, rem in plan:
-            template = next((m for m in v2 if M.group_of(m) == group), None)
-            guest = (template or {}).get("config", {}).get("guest") or M.guest_from(opts.get("vm-size"), M.vm_for(cfg, group))
-            if add:
-                lines.append(f"  +{add} machines for group '{group}' on region '{r}' of size '{M.size_name(guest)}'")
-            if rem:
-                lines.append(f"  -{len(rem)} machines for group '{group}' on region '{r}' of size '{M.size_name(guest)}'")
-            mount = (template["config"].get("mounts") or [None])[0] if template else None
-            mount_src = mount["name"] if mount else (M.mount_for(cfg, group) or {}).get("source")
-            reuse = []
-            if add and mount_src:
-                if not opts.get("with-new-volumes"):
-                    reuse = [v for v in app["volumes"] if v["name"] == mount_src and v["region"] == r
-                             and v["state"] == "created" and not v["attached_machine_id"]][:add]
-                new_vols = add - len(reuse)
-                if new_vols and reuse:
-                    lines.append(f"  +{new_vols} volumes and {len(reuse)} unattached volumes assigned to group '{group}' in region '{r}'")
-                elif reuse:
-                    lines.append(f"   {len(reuse)} unattached volumes to be assigned to group '{group}' in region '{r}'")
-                elif new_vols:
-                    lines.append(f"  +{new_vols} volumes  for group '{group}' in region '{r}'")
-            for _ in range(add):
-                if template:
-                    conf = copy.deepcopy(template["config"])
-                    conf.pop("standbys", None)
-                    conf.setdefault("env", {}).update(kv_pairs(opts.get("env"), "env"))
-                else:
-                    conf = M.machine_config(cfg, group, image=rel.get("image_ref") or app.get("image", ""), release=rel,
-                                            region=r, extra_env=kv_pairs(opts.get("env"), "env"), vm_size=opts.get("vm-size"))
+        for group, r, delta, ms, template, reuse, _creates, secrets in plan:
+            _, names = M.checks_from_config(cfg, group)
+            for i in range(max(delta, 0)):                          # launchMachine
+                conf = copy.deepcopy(template)
+                conf.setdefault("env", {}).update(kv_pairs(opts.get("env"), "env"))
                 vol = None
-                if mount_src:
-                    if reuse:
-                        vol = reuse.pop(0)
+                if conf.get("mounts"):
+                    mnt = conf["mounts"][0]
+                    if i < len(reuse):
+                        vol = reuse[i]
                     else:
-                        size = (mount or {}).get("size_gb") or max([v["size_gb"] for v in app["volumes"] if v["name"] == mount_src] or [1])
-                        vol = M.new_volume(app, name=mount_src, region=r, size=size,
-                                           unique_zone=(add + len([m for m in v2 if m["region"] == r])) > 1)
-                        executed.append(f"  Creating volume {mount_src} region:{r} size:{size}GiB")
-                    dest = (mount or {}).get("path") or (M.mount_for(cfg, group) or {}).get("destination", "/data")
-                    conf["mounts"] = [{"volume": vol["id"], "path": dest, "name": mount_src, "size_gb": vol["size_gb"], "encrypted": vol["encrypted"]}]
-                _, names = M.checks_from_config(cfg, group)
-                m = M.make_machine(app, config=conf, region=r, check_names=names, healthy=healthy,
-                                   secrets=(template or {}).get("_secrets", M.secrets_snapshot(app)))
+                        size = mnt.get("size_gb") or volsize.get(mnt["name"], 1)
+                        executed.append(f"  Creating volume {mnt['name']} region:{r} size:{size}GiB")
+                        vol = M.new_volume(app, name=mnt["name"], region=r, size=size,
+                                           unique_zone=len(ms) + delta > 1)
+                    mnt["volume"] = vol["id"]
+                    mnt["size_gb"] = vol["size_gb"]
+                m = M.make_machine(app, config=conf, region=r, check_names=names, healthy=healthy, secrets=secrets)
                 if vol:
                     vol["attached_machine_id"] = m["id"]
                     vol["attached_alloc_id"] = m["id"]
-                executed.append(f"  Created {m['id']} group:{group} region:{r} size:{M.size_name(conf.get('guest', {}))}" + (f" volume:{vol['id']}" if vol else ""))
-            for m in rem:
+                executed.append(f"  Created {m['id']} group:{group} region:{r} size:{M.size_name(conf.get('guest', {}))}"
+                                + (f" volume:{vol['id']}" if vol else ""))
+            for i in range(-min(delta, 0)):                         # destroyMachine: Machines[0], [1], ... of the region
+                m = ms[i]
                 app["machines"].remove(m)
                 for v in app["volumes"]:
                     if v["attached_machine_id"] == m["id"]:
                         v["attached_machine_id"] = None
                         v["attached_alloc_id"] = None
                 executed.append(f"  Destroyed {m['id']} group:{group} region:{r} size:{M.size_name(m['config'].get('guest', {}))}")
-        record_event(home, {"type": "scale", "app": name, "plan": [[g, r, a, len(x)] for g, r, a, x in plan]})
-    for line in lines:
-        out(line)
+        record_event(home, {"type": "scale", "app": name,
+                            "plan": [[g, r, max(d, 0), max(-d, 0)] for g, r, d, *_ in plan]})
+    if opts.get("yes"):
+        for line in lines:
+            out(line)
     out("Executing scale plan")
     for line in executed:
         out(line)
