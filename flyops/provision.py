@@ -124,9 +124,9 @@ def plan_up(stack: Stack, live: Live, secrets: SecretsPlan, *, have_password: bo
         if r.status == "remove":
             continue  # `up` never prunes: that is `inv secrets.sync --prune`, with confirmation
         rows.append(UpRow("secret", r.component, r.app, r.name, r.status, r.detail))
-    return UpPlan(stack, live, missing_db, missing, vols, attach, secrets, rows, recover_password=recover)
     placement = plan_placement(stack, live.machines, live.volumes)
-    return UpPlan(stack, live, missing_db, missing, vols, attach, secrets, rows, placement)
+    return UpPlan(stack, live, missing_db, missing, vols, attach, secrets, rows,
+                  recover_password=recover, placement=placement)
 
 
 def read_up_plan(stack: Stack, envfile: EnvFile, runner: FlyRunner) -> UpPlan:
