@@ -17,9 +17,12 @@ from typing import Any
 from invoke import task as invoke_task
 from invoke.exceptions import Exit
 
+from flyops import logs
 from flyops.errors import ExitCode, OpsError
 from flyops.flyctl.runner import FlyRunner
 from flyops.stack import Stack, load_stack
+
+logs.install()  # before Invoke parses the task options (it logs them with -d)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,6 +62,7 @@ def task(fn: Any = None, **kwargs: Any):
     def wrap(fn):
         @functools.wraps(fn)
         def body(*a: Any, **kw: Any):
+            logs.install()
             try:
                 with terminate_as_interrupt():
                     return fn(*a, **kw)
