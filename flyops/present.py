@@ -19,8 +19,17 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
+_json_documents = 0  # how many print_json wrote in this process: the error boundary adds one only if none
+
+
+def json_printed() -> int:
+    return _json_documents
+
+
 def print_json(data: Any) -> None:
     """The one JSON object a --json run prints on stdout. Secrets are masked."""
+    global _json_documents
+    _json_documents += 1
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, cls=RedactingEncoder, default=str) + "\n")
     sys.stdout.flush()
 

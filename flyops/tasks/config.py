@@ -30,16 +30,18 @@ def render(ctx, env):
 def check(ctx, env=None):
     """Fail (exit 7) when a rendered fly.toml is stale or missing, or the stack is invalid (for CI)."""
     envs = [env] if env else environments(root())
-    problems = []
+    problems, stale_envs = [], []
     for name in envs:
         stack = load_stack(root(), name)  # an invalid stack raises BadInput (exit 2)
         if not stack.on_fly:
             continue
-        problems += [f"{os.path.relpath(p, root())}: {why}" for p, why in stale_files(stack)]
+        found = [f"{os.path.relpath(p, root())}: {why}" for p, why in stale_files(stack)]
+        problems += found
+        stale_envs += [name] if found else []
     if problems:
         raise ChangesPending(
             "rendered fly.toml files do not match the stack:\n  " + "\n  ".join(problems),
-            fix="run `inv config.render --env ENV` and commit the result",
+            fix="; ".join(f"inv config.render --env {name}" for name in stale_envs) + ", then commit the result",
         )
     console().print(f"rendered files are current for: {', '.join(envs)}")
 
