@@ -31,13 +31,17 @@ class EnvFile:
     def require(self, keys: Iterable[str], *, why: str = "") -> dict[str, Secret]:
         """The values of `keys`; one BadInput naming every missing or empty key."""
         keys = list(dict.fromkeys(keys))
-        missing = [k for k in keys if k not in self.values or not self.values[k].reveal()]
-        if missing:
+        absent = [k for k in keys if k not in self.values]
+        empty = [k for k in keys if k in self.values and not self.values[k].reveal()]
+        if absent or empty:
             example = self.path.with_name(self.path.name + ".example")
             where = str(self.path) if self.exists else f"{self.path} (the file does not exist)"
+            parts = ([f"missing {len(absent)} key(s): {', '.join(absent)}"] if absent else []) + (
+                [f"{len(empty)} key(s) with no value: {', '.join(empty)}"] if empty else [])
+            listed = f" (every key is listed in {example.name})" if example.exists() else ""
             raise BadInput(
-                f"{where}: missing {len(missing)} key(s){' ' + why if why else ''}: {', '.join(missing)}",
-                fix=f"add them to {self.path.name} (every key is listed in {example.name}); the file must be chmod 600",
+                f"{where}: {why + ': ' if why else ''}{'; '.join(parts)}",
+                fix=f"set them in {self.path}{listed}; the file must be chmod 600",
             )
         return {k: self.values[k] for k in keys}
 

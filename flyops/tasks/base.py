@@ -210,4 +210,15 @@ def runner_for(ctx: Any, *, verbose: bool = False) -> FlyRunner:
     """The flyctl runner, with Invoke's global --dry / --echo honoured."""
     dry = bool(getattr(ctx.config.run, "dry", False))
     echo = bool(getattr(ctx.config.run, "echo", False)) or verbose
-    return FlyRunner(dry=dry, verbose=echo, echo=lambda line: print(line, file=sys.stderr, flush=True))
+    return FlyRunner(dry=dry, verbose=echo, echo=say)
+
+
+_say_lock = threading.Lock()
+
+
+def say(line: str) -> None:
+    """A progress line on stderr, whole: calls run in threads, and `print` writes the text and
+    its newline separately, so two lines could be glued together (`…staged)my-app-…`)."""
+    with _say_lock:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()

@@ -54,6 +54,10 @@ def unreachable_db(ops):
     write_env(ops.root, "local", {"DATABASE_URL": "postgresql://u:p@127.0.0.1:1/x", "RESTIC_PASSWORD": "x" * 8})
 
 
+def empty_values(ops):
+    write_env(ops.root, "staging", {**STAGING_VALUES, "CACHE_STORE_PASSWORD": ""})
+
+
 def nothing(ops):
     pass
 
@@ -78,6 +82,8 @@ ROWS = [
      [f"env/staging.env:{ENV_LINES + 1}: not a KEY=value line"]),
     ("52 env file and example missing", no_env_file, ("secrets.diff", "--env", "production"), 2,
      ["env/production.env does not exist", "keys listed in", ".env.example"]),
+    ("P1-15 an empty value is not a missing key", empty_values, ("secrets.diff", "--env", "staging"), 2,
+     ["1 key(s) with no value: CACHE_STORE_PASSWORD", "set them in"]),
     ("53 no --env", nothing, ("config.show",), 2, ["--env is required", "local, production, staging", "FLYOPS_ENV"]),
     ("53' no --env on plan", nothing, ("plan",), 2, ["--env is required"]),
     ("required --image", nothing, ("schedule.fly", "--env", "production"), 2, ["--image is required"]),
@@ -115,3 +121,28 @@ def test_json_errors_are_json_on_stdout(ops):
     assert r.returncode == 2
     doc = json.loads(r.stdout)
     assert doc["exit_code"] == 2 and "--kind 'weekly'" in doc["error"] and "error: --kind" in r.stderr
+
+
+def test_a_database_refusal_is_one_line(ops, pg, make_db):
+    """Review case 55: an app role without CREATEDB restoring into a new database. Whatever
+    the restore code makes of it, the boundary lets no psycopg traceback through."""
+    import psycopg
+
+    from flyops.db.sample import seed_sample
+
+    db = make_db("nocreate")
+    with psycopg.connect(pg.url().reveal(), autocommit=True) as c:
+        c.execute("CREATE ROLE app_nocreate LOGIN NOCREATEDB PASSWORD 'nocreate-pw-1'")
+        c.execute(f'ALTER DATABASE "{db}" OWNER TO app_nocreate')
+    try:
+        url = f"postgresql://app_nocreate:nocreate-pw-1@127.0.0.1:{pg.port}/{db}"
+        seed_sample(url)
+        write_env(ops.root, "local", {"DATABASE_URL": url, "RESTIC_PASSWORD": "restic-pw-nocreate"})
+        assert ops.inv("db.backup", "--env", "local").returncode == 0
+        r = ops.inv("db.restore", "--env", "local")
+        assert r.returncode in (1, 5), r.stderr
+        assert "Traceback" not in r.stderr and r.stderr.startswith("error: ") and "nocreate-pw-1" not in r.stderr
+    finally:
+        with psycopg.connect(pg.url().reveal(), autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            c.execute("DROP ROLE IF EXISTS app_nocreate")
