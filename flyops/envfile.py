@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 from flyops.errors import BadInput
 from flyops.secret import Secret
@@ -30,13 +31,17 @@ class EnvFile:
     def require(self, keys: Iterable[str], *, why: str = "") -> dict[str, Secret]:
         """The values of `keys`; one BadInput naming every missing or empty key."""
         keys = list(dict.fromkeys(keys))
-        missing = [k for k in keys if k not in self.values or not self.values[k].reveal()]
-        if missing:
+        absent = [k for k in keys if k not in self.values]
+        empty = [k for k in keys if k in self.values and not self.values[k].reveal()]
+        if absent or empty:
             example = self.path.with_name(self.path.name + ".example")
             where = str(self.path) if self.exists else f"{self.path} (the file does not exist)"
+            parts = ([f"missing {len(absent)} key(s): {', '.join(absent)}"] if absent else []) + (
+                [f"{len(empty)} key(s) with no value: {', '.join(empty)}"] if empty else [])
+            listed = f" (every key is listed in {example.name})" if example.exists() else ""
             raise BadInput(
-                f"{where}: missing {len(missing)} key(s){' ' + why if why else ''}: {', '.join(missing)}",
-                fix=f"add them to {self.path.name} (every key is listed in {example.name}); the file must be chmod 600",
+                f"{where}: {why + ': ' if why else ''}{'; '.join(parts)}",
+                fix=f"set them in {self.path}{listed}; the file must be chmod 600",
             )
         return {k: self.values[k] for k in keys}
 
@@ -50,22 +55,42 @@ def load_env(root: Path, env: str, *, must_exist: bool = False) -> EnvFile:
     path = env_path(root, env)
     if not path.exists():
         if must_exist:
-            raise BadInput(
-                f"{path} does not exist",
-                fix=f"cp {path}.example {path} && chmod 600 {path}, then fill in the values",
-            )
+            example = path.with_name(path.name + ".example")
+            others = sorted(p.name for p in path.parent.glob("*.env.example"))
+            fix = (f"cp {example} {path} && chmod 600 {path}, then fill in the values" if example.exists()
+                   else f"create it (chmod 600) with the keys listed in {path.parent / others[0]}" if others
+                   else "create it (chmod 600) with the keys the stack names")
+            raise BadInput(f"{path} does not exist", fix=fix)
         return EnvFile(path=path, values={}, exists=False)
+    if not path.is_file():
+        raise BadInput(f"{path} is not a file (it is a {'folder' if path.is_dir() else 'special file'})",
+                       fix=f"move it away and create the env file: cp {path}.example {path} && chmod 600 {path}")
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise BadInput(
             f"{path} is readable by group or others (mode {stat.filemode(mode)}); it holds secrets",
             fix=f"chmod 600 {path}",
         )
-    return EnvFile(path=path, values=parse_env_text(path.read_text(encoding="utf-8"), source=str(path)))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise BadInput(f"{path}:{line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x})",
+                       fix=f"re-save the file as UTF-8, e.g. iconv -f latin1 -t utf-8 {path} > {path}.new") from None
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read: {exc.strerror}") from None
+    return EnvFile(path=path, values=parse_env_text(text, source=str(path)))
 
 
 def parse_env_text(text: str, *, source: str = "<env>") -> dict[str, Secret]:
     """Parse dotenv text exactly as python-dotenv reads it, without interpolation."""
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:  # python-dotenv would skip it with a warning of its own
+            line = binding.original.line
+            # the line itself is not shown: it may be a secret value that lost its KEY=
+            raise BadInput(f"{source}:{line}: not a KEY=value line",
+                           fix="write KEY=value (KEY of letters, digits and _; quote values with spaces), "
+                               "or start the line with # to make it a comment")
     raw = dotenv_values(stream=io.StringIO(text), interpolate=False)
     out: dict[str, Secret] = {}
     for key, value in raw.items():

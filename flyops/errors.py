@@ -71,3 +71,51 @@ class ChangesPending(OpsError):
 
 class Interrupted(OpsError):
     code = ExitCode.INTERRUPTED
+
+
+def explain(exc: BaseException) -> OpsError:
+    """Any exception as an OpsError for the one error boundary: one line naming what it can
+    (the file of an OS error, the database's own message), a fix, a documented code.
+
+    Known bad input is turned into BadInput where it is read (stack, env file, lock file,
+    options); this is the net under everything else: a library or the OS failing."""
+    if isinstance(exc, OpsError):
+        return exc
+    if isinstance(exc, OSError):
+        import errno
+
+        where = f"{exc.filename}: " if exc.filename else ""
+        what = exc.strerror or str(exc) or type(exc).__name__
+        if exc.errno == errno.ENOSPC:
+            return OpsError(f"{where}{what}", fix="free space on that file system, then re-run")
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return PreconditionFailed(f"{where}{what}", fix="check the owner and mode of that path (ls -l)")
+        if exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.ENOENT):
+            return OpsError(f"{where}{what}", fix="check that the path exists and is a file")
+        return OpsError(f"{where}{what}")
+    if isinstance(exc, UnicodeDecodeError):
+        return BadInput(f"a file is not UTF-8 text: {exc}", fix="re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+    db = _database_error(exc)
+    if db is not None:
+        return db
+    text = str(exc).strip().splitlines()
+    return OpsError(
+        f"unexpected {type(exc).__name__}" + (f": {text[0]}" if text else ""),
+        fix="re-run with `inv -d ...` for the traceback, and report it: this is a defect in flyops",
+    )
+
+
+def _database_error(exc: BaseException) -> OpsError | None:
+    import sys
+
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None or not isinstance(exc, psycopg.Error):
+        return None
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    if sqlstate == "42501":  # insufficient_privilege
+        return PreconditionFailed(f"the database refused: {first}",
+                                  fix="grant the role that privilege, or connect as a role that has it")
+    if isinstance(exc, psycopg.OperationalError):
+        return OpsError(f"database connection failed: {first}", fix="check the database URL, and that the server is up")
+    return OpsError(f"database error{f' {sqlstate}' if sqlstate else ''}: {first}")

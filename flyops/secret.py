@@ -10,9 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import threading
 from typing import Any
+from urllib.parse import unquote
 
 MASK = "********"
+MIN_MASKED = 4  # shorter values would mask ordinary words; the same bound as `redact`
+
+# Every value ever wrapped in a Secret in this process, for the log masking in flyops.logs:
+# loggers of libraries (sh, invoke, paramiko, psycopg) never see our Secret objects, only
+# the text they format, so the masking has to know the values. Process-global on purpose:
+# the logging machinery it serves is process-global too.
+_KNOWN: set[str] = set()
+_KNOWN_LOCK = threading.Lock()
+_URL_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:([^@/\s]+)@", re.IGNORECASE)
 
 
 class Secret:
@@ -24,6 +36,7 @@ class Secret:
         if not isinstance(value, str):
             raise TypeError("Secret wraps a str")
         object.__setattr__(self, "_value", value)
+        register(value)
 
     def reveal(self) -> str:
         return self._value
@@ -80,6 +93,29 @@ class RedactingEncoder(json.JSONEncoder):
         return super().default(o)
 
 
+def register(value: str) -> None:
+    """Remember `value` (and a password inside it, when it is a URL) as secret, so that log
+    masking replaces it wherever a library prints it."""
+    if not isinstance(value, str):
+        return
+    found = {value} | {m.group(1) for m in _URL_PASSWORD.finditer(value)}
+    found |= {unquote(v) for v in found}
+    # the forms a value takes inside a logged repr(): sh logs chunks as bytes reprs
+    found |= {repr(v)[1:-1] for v in found} | {repr(v.encode())[2:-1] for v in found}
+    with _KNOWN_LOCK:
+        _KNOWN.update(v for v in found if len(v) >= MIN_MASKED)
+
+
+def redact_known(text: str) -> str:
+    """`text` with every value registered as secret in this process replaced by the mask."""
+    with _KNOWN_LOCK:
+        known = sorted(_KNOWN, key=len, reverse=True)
+    for v in known:
+        if v in text:
+            text = text.replace(v, MASK)
+    return text
+
+
 def redact(text: str, secrets: list[Secret] | tuple[Secret, ...]) -> str:
     """Replace every occurrence of any secret value in `text` with the mask.
 
@@ -88,6 +124,6 @@ def redact(text: str, secrets: list[Secret] | tuple[Secret, ...]) -> str:
     """
     for s in sorted(secrets, key=lambda s: -len(s.reveal())):
         v = s.reveal()
-        if len(v) >= 4:
+        if len(v) >= MIN_MASKED:
             text = text.replace(v, MASK)
     return text

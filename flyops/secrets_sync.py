@@ -86,9 +86,19 @@ class SecretsLock:
         except (OSError, json.JSONDecodeError) as exc:
             raise BadInput(f"{path}: not a readable secrets lock ({exc})",
                            fix="restore it from git (`git checkout -- <file>`), or delete it: every secret then shows as `unknown` and is pushed once") from None
+        fix = "restore it from git (`git checkout -- <file>`), or delete it: every secret then shows as `unknown` and is pushed once"
+        if not isinstance(data, dict):
+            raise BadInput(f"{path}: not a secrets lock (a JSON {type(data).__name__}, expected an object)", fix=fix)
         if data.get("version") != LOCK_VERSION:
             raise BadInput(f"{path}: lock version {data.get('version')!r}, expected {LOCK_VERSION}")
-        return cls(path, {app: dict(names) for app, names in (data.get("apps") or {}).items()})
+        apps = data.get("apps") or {}
+        for app, names in (apps.items() if isinstance(apps, dict) else [("apps", apps)]):
+            entries = names.items() if isinstance(names, dict) else [(None, names)]
+            for name, entry in entries:
+                if name is None or not isinstance(entry, dict):
+                    where = f"apps.{app}" + (f".{name}" if name else "")
+                    raise BadInput(f"{path}: {where} is not an object of fingerprint and digest", fix=fix)
+        return cls(path, {app: dict(names) for app, names in apps.items()})
 
     def get(self, app: str, name: str) -> dict[str, str] | None:
         return self.apps.get(app, {}).get(name)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import tomlkit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from tomlkit.exceptions import ParseError
+from tomlkit.exceptions import KeyAlreadyPresent, ParseError
 
 from flyops.errors import BadInput
 from flyops.units import parse_duration, parse_size
@@ -512,7 +512,31 @@ def _read(root: Path, path: Path) -> tuple[str, dict[str, Any]]:
         doc = tomlkit.parse(text)
     except ParseError as exc:
         raise BadInput(f"{_rel(root, path)}:{exc.line}: TOML syntax error: {exc}") from None
+    except KeyAlreadyPresent as exc:  # tomlkit raises it outside ParseError, without a line
+        line, where = _duplicate_key(text)
+        raise BadInput(f"{_rel(root, path)}:{line or '?'}: {where or 'a key'} is set twice ({exc})",
+                       fix="keep one of the two lines") from None
     return text, doc.unwrap()
+
+
+_KEY_LINE = re.compile(r"""^\s*("[^"]+"|'[^']+'|[A-Za-z0-9_.-]+)\s*=""")
+_TABLE_LINE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?")
+
+
+def _duplicate_key(text: str) -> tuple[int | None, str | None]:
+    """The line of the second of two equal keys in one table, and the key's dotted path."""
+    seen: set[tuple[str, str]] = set()
+    table = ""
+    for no, raw in enumerate(text.splitlines(), start=1):
+        if m := _TABLE_LINE.match(raw):
+            table, seen = m.group(1), set() if raw.lstrip().startswith("[[") else seen
+            continue
+        if m := _KEY_LINE.match(raw):
+            key = (table, m.group(1).strip("\"'"))
+            if key in seen:
+                return no, ".".join(k for k in key if k)
+            seen.add(key)
+    return None, None
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -28,9 +28,17 @@ def format_duration(seconds: float) -> str:
     s = int(round(seconds))
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
+    if s < 3 * 86400:  # 26h reads better than 1d02h next to a 26h target
         return f"{s // 3600}h{(s % 3600) // 60:02d}m"
     return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+def human_duration(seconds: float, *, precision: int = 0) -> str:
+    """A duration for people and for copying: `26h00m (93600 s)`; below a minute just `12.3s`.
+    The one way durations are shown (messages, tables, reports)."""
+    if seconds < 60:
+        return format_duration(seconds)
+    return f"{format_duration(seconds)} ({seconds:.{precision}f} s)"
 
 
 def parse_size(text: str | int) -> int:

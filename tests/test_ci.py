@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from flyops.ci import to_yaml, workflows
+from flyops.ci import parse_deploys, to_yaml, workflows
 from flyops.errors import BadInput
 from tests.helpers import REPO, copy_stack, edit
 
@@ -104,6 +104,12 @@ def test_yaml_emitter_quotes_what_yaml_would_misread():
 def test_inv_ci_workflows_writes_into_the_apps_repository(root, tmp_path):
     env = {"FLYOPS_ROOT": str(root), "PATH": "/usr/bin:/bin"}
     inv = Path(sys.executable).with_name("inv")
+    app = root / ".." / "my-app"
+    p = subprocess.run([str(inv), "ci.workflows", "--ops-repo", "acme/my-app-ops"], env=env, cwd=REPO,
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "the app folder" in p.stderr and "--out" in p.stderr, p.stderr
+    assert not app.exists()  # no stray .github folder where no app is
+    app.mkdir()
     p = subprocess.run([str(inv), "ci.workflows", "--ops-repo", "acme/my-app-ops"], env=env, cwd=REPO,
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
@@ -116,3 +122,16 @@ def test_inv_ci_workflows_writes_into_the_apps_repository(root, tmp_path):
     p = subprocess.run([str(inv), "ci.workflows", "--ops-repo", "acme/my-app-ops", "--check"], env=env, cwd=REPO,
                        capture_output=True, text=True)
     assert p.returncode == 7
+
+
+def test_every_generated_action_is_pinned(root):
+    (root / ".." / "my-app").mkdir()
+    files = workflows(root, ops_repo="acme/my-app-ops", deploys=parse_deploys(None), backup_env="production")
+    for name, text in files.items():
+        for job in load(text)["jobs"].values():
+            for step in job["steps"]:
+                if "uses" in step:
+                    ref = step["uses"].split("@", 1)[1]
+                    assert ref not in ("master", "main", "latest") and ref[0] in "v0123456789abcdef", (name, step)
+                if step.get("uses", "").startswith("superfly/flyctl-actions/setup-flyctl@"):
+                    assert step["with"]["version"][0].isdigit()

@@ -72,6 +72,7 @@ from flyops.errors import (
 from flyops.flyctl import commands as fly
 from flyops.flyctl.commands import Call
 from flyops.secret import Secret
+from flyops.units import human_duration
 
 PHASES_IN_RTO = ("provision", "restore", "verify")
 
@@ -334,11 +335,11 @@ class DrillResult:
         if self.backup.get("id"):
             parts.append(f"backup {self.backup['id']}")
         if self.rto_measured is not None:
-            t = f" (target {self.rto_target:g}s)" if self.rto_target is not None else ""
-            parts.append(f"RTO {self.rto_measured:.2f}s{t}")
+            t = f", target {human_duration(self.rto_target)}" if self.rto_target is not None else ""
+            parts.append(f"RTO {human_duration(self.rto_measured, precision=2)}{t}")
         if self.rpo_measured is not None:
-            t = f" (target {self.rpo_target:g}s)" if self.rpo_target is not None else ""
-            parts.append(f"RPO {self.rpo_measured:.0f}s{t}")
+            t = f", target {human_duration(self.rpo_target)}" if self.rpo_target is not None else ""
+            parts.append(f"RPO {human_duration(self.rpo_measured)}{t}")
         return ", ".join(parts)
 
     def raise_for_outcome(self) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from flyops.secret import RedactingEncoder
-from flyops.units import format_bytes, format_duration
+from flyops.units import format_bytes, format_duration, human_duration
 
 REPORT_VERSION = 1
 
@@ -79,7 +79,7 @@ def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
 def _secs(value: float | None) -> str:
     if value is None:
         return "n/a"
-    return f"{format_duration(value)} ({value:.3f} s)"
+    return human_duration(value, precision=3) if value >= 60 else f"{format_duration(value)} ({value:.3f} s)"
 
 
 def _target_row(name: str, block: dict[str, Any] | None) -> list[Any]:

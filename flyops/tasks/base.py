@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 import os
 import signal
@@ -14,12 +15,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from invoke import Argument, Task
 from invoke import task as invoke_task
 from invoke.exceptions import Exit
 
-from flyops.errors import ExitCode, OpsError
+from flyops import logs, present
+from flyops.errors import BadInput, ExitCode, explain
 from flyops.flyctl.runner import FlyRunner
+from flyops.secret import redact_known
 from flyops.stack import Stack, load_stack
+
+logs.install()  # before Invoke parses the task options (it logs them with -d)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,24 +58,141 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+#: The short flags, one meaning each in every task; none is one of Invoke's core flags
+#: (`inv --help`: -c -d -D -e -f -F -h -l -p -r -R -T -V -w). Every other option is long only.
+SHORT_FLAGS = {"json": "j", "yes": "y", "message": "m", "verbose": "v"}
+INVOKE_CORE_FLAGS = frozenset("cdDefFhlprRTVw")
+#: Options that take a whole number, checked before the task runs (Invoke casts only options
+#: whose default is an int, and with a traceback on a bad value).
+WHOLE_NUMBER_OPTIONS = ("jobs", "limit", "keep")
+#: Where `--env` comes from when it is not given.
+ENV_VARIABLE = "FLYOPS_ENV"
+
+
+class _CheckedArgument(Argument):
+    """An option whose value Invoke casts (an int default): a bad value is one line, exit 2."""
+
+    def set_value(self, value: Any, cast: bool = True) -> None:
+        try:
+            super().set_value(value, cast=cast)
+        except ValueError:
+            kind = getattr(self.kind, "__name__", "value")
+            raise Exit(f"error: --{self.name.replace('_', '-')} {value!r} is not {_KIND_WORDS.get(kind, kind)}",
+                       code=int(ExitCode.BAD_INPUT)) from None
+
+
+_KIND_WORDS = {"int": "a whole number", "float": "a number"}
+
+
+class OpsTask(Task):
+    """Our tasks' options: the shared short flags only, and checked casts."""
+
+    def arg_opts(self, name: str, default: Any, taken_names: set[str]) -> dict[str, Any]:
+        opts = super().arg_opts(name, default, taken_names)
+        short = SHORT_FLAGS.get(name)
+        if short and short not in taken_names:
+            opts["names"] = [*opts["names"], short]
+        return opts
+
+    def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Argument]:
+        args = super().get_arguments(ignore_unknown_help)
+        for arg in args:
+            arg.__class__ = _CheckedArgument  # same data, a set_value that explains a bad value
+        return args
+
+
+def _exposed_signature(fn: Any) -> tuple[inspect.Signature, list[str]]:
+    """`fn`'s signature as Invoke should see it: every argument an option with a default
+    (None for the required ones, which the boundary then asks for by name), so that a
+    missing `--env` is our message, not Invoke's "did not receive required positional
+    arguments". Returns the signature and the names of the required arguments."""
+    sig = inspect.signature(fn)
+    params, required = [], []
+    for i, p in enumerate(sig.parameters.values()):
+        if i > 0 and p.default is inspect.Parameter.empty:
+            required.append(p.name)
+            p = p.replace(default=None)
+        params.append(p)
+    return sig.replace(parameters=params), required
+
+
+def _fill_required(required: list[str], kw: dict[str, Any]) -> None:
+    for name in required:
+        if kw.get(name) not in (None, ""):
+            continue
+        if name == "env":
+            if os.environ.get(ENV_VARIABLE):
+                kw["env"] = os.environ[ENV_VARIABLE]
+                continue
+            from flyops.stack import environments
+
+            envs = environments(root())
+            raise BadInput("--env is required: which environment?",
+                           fix=f"pass --env with one of: {', '.join(envs)} (or export {ENV_VARIABLE}={'staging' if 'staging' in envs or not envs else envs[0]})")
+        raise BadInput(f"--{name.replace('_', '-')} is required", fix=f"pass --{name.replace('_', '-')} VALUE (see inv --help TASK)")
+
+
+def _check_whole_numbers(kw: dict[str, Any]) -> None:
+    for name in WHOLE_NUMBER_OPTIONS:
+        value = kw.get(name)
+        if value is None or isinstance(value, int):
+            continue
+        text = str(value).strip()
+        if not text.isdigit():
+            raise BadInput(f"--{name} {value!r} is not a whole number", fix=f"e.g. --{name} 4")
+        kw[name] = int(text)
+
+
+def fill_placeholders(text: str, env: str | None) -> str:
+    """The core's messages say `env/<env>.env` where they do not know the environment; the
+    boundary does, so a fix line names the real file."""
+    if env:
+        text = text.replace("<env>", env).replace("--env ENV", f"--env {env}")
+    return text
+
+
+def fail(exc: BaseException, *, as_json: bool, env: str | None = None) -> Exit:
+    """The one way a task ends in error: the message and fix (secrets masked) on stderr, as
+    JSON on stdout too when --json asked for it and nothing was printed yet, and the code."""
+    err = explain(exc)
+    message = fill_placeholders(redact_known(err.message), env)
+    fix = fill_placeholders(redact_known(err.fix), env) if err.fix else None
+    if _debug():
+        sys.stderr.write(redact_known(traceback.format_exc()))
+    if as_json and not present.json_printed():
+        present.print_json({"error": message, "fix": fix, "exit_code": int(err.code)})
+    lines = [f"error: {message}"] + ([f"  fix: {fix}"] if fix else [])
+    return Exit("\n".join(lines), code=int(err.code))
+
+
 def task(fn: Any = None, **kwargs: Any):
-    """`invoke.task` with the one error boundary: an OpsError becomes one readable message
-    (and its fix) on stderr and its documented exit code; a traceback only with `inv -d`."""
+    """`invoke.task` with the one error boundary: any exception (ours, a library's, the OS's)
+    becomes one readable message (and its fix) on stderr and its documented exit code; the
+    traceback only with `inv -d`. Also: required options are asked for by name (`--env` may
+    come from $FLYOPS_ENV), whole-number options are checked, short flags are the shared ones."""
 
     def wrap(fn):
+        exposed, required = _exposed_signature(fn)
+
         @functools.wraps(fn)
         def body(*a: Any, **kw: Any):
+            logs.install()
             try:
                 with terminate_as_interrupt():
+                    _fill_required(required, kw)
+                    _check_whole_numbers(kw)
                     return fn(*a, **kw)
-            except OpsError as exc:
-                if _debug():
-                    traceback.print_exc()
-                lines = [f"error: {exc.message}"] + ([f"  fix: {exc.fix}"] if exc.fix else [])
-                raise Exit("\n".join(lines), code=int(exc.code)) from None
             except KeyboardInterrupt:
                 raise Exit("interrupted", code=int(ExitCode.INTERRUPTED)) from None
+            except Exit:
+                raise
+            except Exception as exc:  # noqa: BLE001 - this is the boundary: every error ends here
+                env = kw.get("env") if isinstance(kw.get("env"), str) else None
+                raise fail(exc, as_json=bool(kw.get("json")), env=env) from None
 
+        body.__signature__ = exposed  # what Invoke reads (inspect.signature stops here)
+        kwargs.setdefault("klass", OpsTask)
+        kwargs.setdefault("auto_shortflags", False)
         return invoke_task(**kwargs)(body)
 
     return wrap(fn) if fn is not None else wrap
@@ -77,7 +200,6 @@ def task(fn: Any = None, **kwargs: Any):
 
 def stack_for(env: str | None) -> Stack:
     if not env:
-        from flyops.errors import BadInput
         from flyops.stack import environments
 
         raise BadInput("--env is required", fix=f"pass --env with one of: {', '.join(environments(root()))}")
@@ -88,4 +210,15 @@ def runner_for(ctx: Any, *, verbose: bool = False) -> FlyRunner:
     """The flyctl runner, with Invoke's global --dry / --echo honoured."""
     dry = bool(getattr(ctx.config.run, "dry", False))
     echo = bool(getattr(ctx.config.run, "echo", False)) or verbose
-    return FlyRunner(dry=dry, verbose=echo, echo=lambda line: print(line, file=sys.stderr, flush=True))
+    return FlyRunner(dry=dry, verbose=echo, echo=say)
+
+
+_say_lock = threading.Lock()
+
+
+def say(line: str) -> None:
+    """A progress line on stderr, whole: calls run in threads, and `print` writes the text and
+    its newline separately, so two lines could be glued together (`…staged)my-app-…`)."""
+    with _say_lock:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()

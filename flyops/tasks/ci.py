@@ -6,7 +6,8 @@ from pathlib import Path
 
 from flyops.ci import default_out_dir, parse_deploys
 from flyops.ci import workflows as build_workflows
-from flyops.present import console
+from flyops.errors import BadInput
+from flyops.present import console, print_json
 from flyops.tasks.base import root, task
 
 
@@ -17,27 +18,37 @@ from flyops.tasks.base import root, task
         "backup_env": "environment whose backup runs hourly (default: production; '' for none)",
         "out": "folder to write to (default: <project.source>/.github/workflows)",
         "check": "write nothing; exit 7 when the files on disk differ",
+        "json": "print JSON: each file and whether it is written, updated, unchanged or stale",
     },
 )
-def workflows(ctx, ops_repo=None, deploys=None, backup_env="production", out=None, check=False):
+def workflows(ctx, ops_repo=None, deploys=None, backup_env="production", out=None, check=False, json=False):
     """Write deploy-on-push and hourly-backup GitHub Actions workflows that call these tasks."""
     from flyops.errors import ChangesPending
 
     pairs = parse_deploys(deploys)
     files = build_workflows(root(), ops_repo=ops_repo, deploys=pairs, backup_env=backup_env)
     folder = Path(out) if out else default_out_dir(root(), pairs[0][1])
-    stale = []
+    if not out and not check and not folder.parent.parent.is_dir():
+        # the app's checkout (project.source) is missing: writing would create a stray folder
+        raise BadInput(f"the app folder {folder.parent.parent} does not exist (project.source in fly/stack.toml)",
+                       fix="clone the app there, set project.source to where it is, or pass --out FOLDER")
+    stale, report = [], {}
     for name, text in files.items():
         path = folder / name
         old = path.read_text(encoding="utf-8") if path.exists() else None
         if old == text:
-            console().print(f"{path}: unchanged")
+            report[str(path)] = "unchanged"
             continue
         stale.append(str(path))
+        report[str(path)] = "stale" if check else "written" if old is None else "updated"
         if not check:
             folder.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
-            console().print(f"{path}: {'written' if old is None else 'updated'}")
+    if json:
+        print_json({"folder": str(folder), "files": report})
+    else:
+        for path, state in report.items():
+            console().print(f"{path}: {state}")
     if check and stale:
         raise ChangesPending(f"workflows differ from what the stack generates: {', '.join(stale)}",
                              fix="inv ci.workflows, then commit them in the app's repository")

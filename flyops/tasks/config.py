@@ -26,22 +26,27 @@ def render(ctx, env):
         out.print(f"{os.path.relpath(path, root())}: {state}")
 
 
-@task(help={"env": "check one environment (default: every environment with Fly apps)"})
-def check(ctx, env=None):
+@task(help={"env": "check one environment (default: every environment with Fly apps)", "json": "print JSON"})
+def check(ctx, env=None, json=False):
     """Fail (exit 7) when a rendered fly.toml is stale or missing, or the stack is invalid (for CI)."""
     envs = [env] if env else environments(root())
-    problems = []
+    problems, stale_envs = [], []
     for name in envs:
         stack = load_stack(root(), name)  # an invalid stack raises BadInput (exit 2)
         if not stack.on_fly:
             continue
-        problems += [f"{os.path.relpath(p, root())}: {why}" for p, why in stale_files(stack)]
+        found = [f"{os.path.relpath(p, root())}: {why}" for p, why in stale_files(stack)]
+        problems += found
+        stale_envs += [name] if found else []
+    if json:
+        print_json({"envs": envs, "current": not problems, "problems": problems})
     if problems:
         raise ChangesPending(
             "rendered fly.toml files do not match the stack:\n  " + "\n  ".join(problems),
-            fix="run `inv config.render --env ENV` and commit the result",
+            fix="; ".join(f"inv config.render --env {name}" for name in stale_envs) + ", then commit the result",
         )
-    console().print(f"rendered files are current for: {', '.join(envs)}")
+    if not json:
+        console().print(f"rendered files are current for: {', '.join(envs)}")
 
 
 @task(help={"env": "environment to show", "json": "print JSON instead of TOML-like text"})

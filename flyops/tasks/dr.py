@@ -175,21 +175,27 @@ def _remove_tree(path: Path) -> None:
 
 @task(
     name="show",
-    help={"env": "environment", "user": "run the systemd units as this user (default: the current one)"},
+    help={"env": "environment", "user": "run the systemd units as this user (default: the current one)",
+          "json": "print JSON: the crontab lines and the systemd units by file name"},
 )
-def schedule_show(ctx, env, user=None):
+def schedule_show(ctx, env, user=None, json=False):
     """Print crontab lines and systemd timer units for hourly backups, daily prune and a weekly drill."""
     from flyops.db.schedule import Schedule, crontab_lines, systemd_units
 
     stack = stack_for(env)
     venv = Path(sys.prefix)
     sched = Schedule(repo=root().resolve(), venv=venv, env=stack.env, if_older_than=stack.backup.if_older_than)
+    units = systemd_units(sched, user=user or os.environ.get("USER"))
+    if json:
+        print_json({"env": stack.env, "crontab": crontab_lines(sched),
+                    "systemd": {f"/etc/systemd/system/{name}": text for name, text in units.items()}})
+        return
     out = console()
     out.print("# crontab (crontab -e), times in UTC", markup=False)
     for line in crontab_lines(sched):
         out.print(line, markup=False, soft_wrap=True)
     out.print()
-    for name, text in systemd_units(sched, user=user or os.environ.get("USER")).items():
+    for name, text in units.items():
         out.print(f"# /etc/systemd/system/{name}", markup=False)
         out.print(text, markup=False)
 

@@ -9,8 +9,9 @@ from flyops.present import console, print_json
 from flyops.tasks.base import runner_for, stack_for, task
 
 
-@task(help={"env": "environment", "message": "why (required; everyone who is refused sees it)", "verbose": "echo flyctl calls"})
-def acquire(ctx, env, message="", verbose=False):
+@task(help={"env": "environment", "message": "why (required; everyone who is refused sees it)", "verbose": "echo flyctl calls",
+            "json": "print JSON"})
+def acquire(ctx, env, message="", verbose=False, json=False):
     """Hold the environment's deploy lock until `lock.release` (exit 4 if someone holds it)."""
     if not message.strip():
         raise BadInput("lock.acquire needs a reason: -m \"why\"", fix=f"inv lock.acquire --env {env} -m \"db migration freeze\"")
@@ -18,19 +19,27 @@ def acquire(ctx, env, message="", verbose=False):
     runner = runner_for(ctx, verbose=verbose)
     me = deploy_lock.acquire(stack, runner, deploy_lock.MANUAL_TASK, message)
     audit.record(stack, runner, "lock.acquire", f"locked {stack.env}: {message}")
+    if json:
+        print_json({"env": stack.env, "app": deploy_lock.lock_app(stack), "held": True, "holder": me.as_dict()})
+        return
     console().print(f"{stack.env}: lock {deploy_lock.lock_app(stack)} {me.describe()}")
 
 
-@task(help={"env": "environment", "verbose": "echo flyctl calls"})
-def release(ctx, env, verbose=False):
+@task(help={"env": "environment", "verbose": "echo flyctl calls", "json": "print JSON"})
+def release(ctx, env, verbose=False, json=False):
     """Release the environment's deploy lock, whoever holds it (say who it was)."""
     stack = stack_for(env)
     runner = runner_for(ctx, verbose=verbose)
     was = deploy_lock.release(stack, runner)
+    if was is not None:
+        audit.record(stack, runner, "lock.release", f"released the {stack.env} lock ({was.describe()})")
+    if json:
+        print_json({"env": stack.env, "app": deploy_lock.lock_app(stack), "released": was is not None,
+                    "was": was.as_dict() if was else None})
+        return
     if was is None:
         console().print(f"{stack.env}: the lock was free")
         return
-    audit.record(stack, runner, "lock.release", f"released the {stack.env} lock ({was.describe()})")
     console().print(f"{stack.env}: released the lock {was.describe()}")
 
 

@@ -55,7 +55,7 @@ def test_fresh_fails_when_the_newest_backup_is_older_than_max_age(sample_backup)
     later = datetime.now(UTC) + timedelta(days=2)
     r = verify("fresh", env=ENV, repo_config=config, max_age=26 * 3600, now=later)
     assert not r.ok and r.exit_code == ExitCode.VERIFY_FAILED == 3
-    assert "OVER the 1d02h limit" in r.checks[0].detail
+    assert "OVER the 26h00m limit" in r.checks[0].detail
     with pytest.raises(VerificationFailed) as info:
         r.raise_if_failed()
     assert info.value.code == 3
