@@ -380,21 +380,33 @@ def run_waves(
             mark = "ok" if res.outcome == "deployed" else "FAILED"
             say(f"  {mark} {component}: {res.release()} in {res.seconds:.1f}s ({res.detail})")
 
-    for wave in plan:
-        with ThreadPoolExecutor(max_workers=max(1, len(wave))) as pool:
-            futures = {c: pool.submit(one, c) for c in wave}
-            try:
-                for f in futures.values():
-                    f.result()
-            except KeyboardInterrupt:
-                running = [c for c, f in futures.items() if not f.done()]
-                with lock:
-                    say(f"  stopping: nothing new starts; waiting for the {len(running)} deploy(s) in flight "
-                        f"({', '.join(running)}) to finish, so none is left half-rolled")
-                raise
-        if any(results[c].outcome == "failed" for c in wave):
-            break
+    try:
+        for wave in plan:
+            with ThreadPoolExecutor(max_workers=max(1, len(wave))) as pool:
+                futures = {c: pool.submit(one, c) for c in wave}
+                try:
+                    for f in futures.values():
+                        f.result()
+                except KeyboardInterrupt:
+                    running = [c for c, f in futures.items() if not f.done()]
+                    with lock:
+                        say(f"  stopping: nothing new starts; waiting for the {len(running)} deploy(s) in flight "
+                            f"({', '.join(running)}) to finish, so none is left half-rolled")
+                    raise
+            if any(results[c].outcome == "failed" for c in wave):
+                break
+    except KeyboardInterrupt:  # the wave in flight has finished (the pool waited): say where each app is
+        raise DeployInterrupted([results[c] for wave in plan for c in wave]) from None
     return [results[c] for wave in plan for c in wave]
+
+
+class DeployInterrupted(KeyboardInterrupt):
+    """Ctrl-C / SIGTERM during the waves, raised once the deploys in flight have finished;
+    `results` says which apps got the new release, for the audit line (and so for rollback)."""
+
+    def __init__(self, results: list[AppResult]):
+        super().__init__("interrupted")
+        self.results = results
 
 
 def say_default(line: str) -> None:
@@ -429,7 +441,12 @@ def deploy_environment(
         if run_hooks:
             hooks.run_hooks(stack, runner, "pre_deploy", {"env": stack.env, "apps": flat, "image": image}, say=say)
         say(f"deploying {stack.env}: " + " then ".join("[" + ", ".join(w) + "]" for w in plan))
-        results = run_waves(runner, plan, steps, before, say)
+        try:
+            results = run_waves(runner, plan, steps, before, say)
+        except DeployInterrupted as stop:
+            stopped = DeployResult(stack.env, "deploy", stop.results, plan, image=image)
+            audit.record(stack, runner, "deploy", _changed(stopped), "interrupted (Ctrl-C or SIGTERM)", stopped.details())
+            raise
         result = DeployResult(stack.env, "deploy", results, plan, image=image)
         if not result.ok and rollback_on_failure and result.touched():
             from flyops.rollback import rollback_results

@@ -65,14 +65,42 @@ def task(fn: Any = None, **kwargs: Any):
             except OpsError as exc:
                 if _debug():
                     traceback.print_exc()
+                exc = with_changes(a[0] if a else None, exc)
                 lines = [f"error: {exc.message}"] + ([f"  fix: {exc.fix}"] if exc.fix else [])
                 raise Exit("\n".join(lines), code=int(exc.code)) from None
             except KeyboardInterrupt:
-                raise Exit("interrupted", code=int(ExitCode.INTERRUPTED)) from None
+                done = changes_of(a[0] if a else None)
+                raise Exit("interrupted" + (f"; {_listed(done)}" if done else "; nothing was changed"),
+                           code=int(ExitCode.INTERRUPTED)) from None
 
         return invoke_task(**kwargs)(body)
 
     return wrap(fn) if fn is not None else wrap
+
+
+# Exit codes that promise "nothing was changed" (README table). When a task ends with one of
+# them (or with a plain failure) after its runner really changed something, the code becomes
+# PARTLY_CHANGED and the message lists the changes, so the exit code never hides a change.
+UNCHANGED_CODES = (ExitCode.FAILURE, ExitCode.BAD_INPUT, ExitCode.BUSY, ExitCode.PRECONDITION)
+
+
+def changes_of(ctx: Any) -> list[str]:
+    """What the task's runners (made by `runner_for(ctx)`) really changed: flyctl mutations that
+    succeeded, files written; not the deploy lock or the audit line."""
+    return [c for r in (getattr(ctx, "__dict__", {}).get("_flyops_runners") or []) for c in r.changes()]
+
+
+def _listed(done: list[str], limit: int = 8) -> str:
+    shown = "; ".join(done[:limit]) + (f"; and {len(done) - limit} more" if len(done) > limit else "")
+    return f"changed before it stopped ({len(done)}): {shown}"
+
+
+def with_changes(ctx: Any, exc: OpsError) -> OpsError:
+    done = changes_of(ctx)
+    if not done or exc.code not in UNCHANGED_CODES:
+        return exc
+    message = exc.message.replace("; nothing was changed", "").replace(", nothing was changed", "")
+    return OpsError(f"{message}\n  {_listed(done)}", fix=exc.fix, code=ExitCode.PARTLY_CHANGED)
 
 
 def stack_for(env: str | None) -> Stack:
@@ -88,4 +116,12 @@ def runner_for(ctx: Any, *, verbose: bool = False) -> FlyRunner:
     """The flyctl runner, with Invoke's global --dry / --echo honoured."""
     dry = bool(getattr(ctx.config.run, "dry", False))
     echo = bool(getattr(ctx.config.run, "echo", False)) or verbose
-    return FlyRunner(dry=dry, verbose=echo, echo=lambda line: print(line, file=sys.stderr, flush=True))
+    runner = FlyRunner(dry=dry, verbose=echo, echo=_say)
+    ctx.__dict__.setdefault("_flyops_runners", []).append(runner)  # for the error boundary: what changed
+    return runner
+
+
+def _say(line: str) -> None:
+    """One write per line, so lines from concurrent calls never run into each other."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()

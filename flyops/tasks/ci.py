@@ -7,7 +7,7 @@ from pathlib import Path
 from flyops.ci import default_out_dir, parse_deploys
 from flyops.ci import workflows as build_workflows
 from flyops.present import console
-from flyops.tasks.base import root, task
+from flyops.tasks.base import root, runner_for, task
 
 
 @task(
@@ -20,13 +20,14 @@ from flyops.tasks.base import root, task
     },
 )
 def workflows(ctx, ops_repo=None, deploys=None, backup_env="production", out=None, check=False):
-    """Write deploy-on-push and hourly-backup GitHub Actions workflows that call these tasks."""
+    """Write deploy-on-push and hourly-backup GitHub Actions workflows that call these tasks (`inv --dry`: print only)."""
     from flyops.errors import ChangesPending
 
     pairs = parse_deploys(deploys)
     files = build_workflows(root(), ops_repo=ops_repo, deploys=pairs, backup_env=backup_env)
     folder = Path(out) if out else default_out_dir(root(), pairs[0][1])
     stale = []
+    writer = runner_for(ctx)
     for name, text in files.items():
         path = folder / name
         old = path.read_text(encoding="utf-8") if path.exists() else None
@@ -35,9 +36,8 @@ def workflows(ctx, ops_repo=None, deploys=None, backup_env="production", out=Non
             continue
         stale.append(str(path))
         if not check:
-            folder.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-            console().print(f"{path}: {'written' if old is None else 'updated'}")
+            state = writer.write_text(path, text)
+            console().print(f"{path}: {state}" + (" (dry run: not written)" if writer.dry else ""))
     if check and stale:
         raise ChangesPending(f"workflows differ from what the stack generates: {', '.join(stale)}",
                              fix="inv ci.workflows, then commit them in the app's repository")
