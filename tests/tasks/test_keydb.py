@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from tests.helpers import failed_code
+
 PROD_STORES = ["cable", "cache", "kredis", "jobs"]
 
 
@@ -81,9 +83,10 @@ def test_missing_store_app_is_a_precondition(ops):
 
 def test_fault_midway_then_rerun_converges_without_duplicates(ops):
     create_store_apps(ops)
-    base = len(ops.mutations())
+    base, since = len(ops.mutations()), len(ops.argv_log())
     r = ops.inv("keydb.volumes", "--env", "production", "--yes", FAKEFLY_FAIL_AT=str(base + 5))
-    assert r.returncode == 1 and "500" in r.stderr
+    assert r.returncode == 8 == failed_code(ops.argv_log(), since) and "500" in r.stderr, r.stderr
+    assert "changed before it stopped (4): fly volumes create" in r.stderr
     r = ops.inv("keydb.volumes", "--env", "production", "--yes")
     assert r.returncode == 0, r.stderr
     for store in PROD_STORES:

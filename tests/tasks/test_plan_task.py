@@ -26,7 +26,7 @@ def test_plan_reads_concurrently_after_the_app_list(ops):
     assert {tuple(e["argv"][:2]) for e in reads} == {("secrets", "list"), ("volumes", "list")}
     assert len(reads) == 3  # secrets for both apps, volumes for the store
     rows = json.loads(r.stdout)["rows"]
-    assert any(r["target"] == "my-app-staging-web" and r["action"] == "keep" for r in rows)
+    assert any(r["target"] == "my-app-staging-web" and r["action"] == "deploy" for r in rows)  # created, never deployed
 
 
 def test_plan_output_never_contains_secret_values(ops):
