@@ -44,7 +44,7 @@ def test_up_without_a_token_or_flyctl_runs_nothing(ops, tmp_path):
 
 def test_a_failed_up_exits_8_names_what_it_changed_and_is_audited_as_failed(ops):
     r = ops.inv("up", "--env", "staging", "--yes", "--no-deploy",
-                FAKEFLY_FAIL_MATCH="apps create my-app-staging-worker")
+                FAKEFLY_FAIL_MATCH="^apps create my-app-staging-worker")
     assert r.returncode == 8, r.stderr
     assert "500" in r.stderr and "changed before it stopped" in r.stderr
     assert "fly postgres create --name my-app-staging-db" in r.stderr
@@ -88,7 +88,7 @@ def _create_and_deploy(ops, deployed=("web", "worker")):
 def test_a_partly_failed_sync_is_reported_per_app_and_audited(ops):
     _create_and_deploy(ops, deployed=())
     r = ops.inv("secrets.sync", "--env", "staging", "--yes",
-                FAKEFLY_FAIL_MATCH="secrets import --app my-app-staging-worker")
+                FAKEFLY_FAIL_MATCH="^secrets import --app my-app-staging-worker")
     assert r.returncode == 8, r.stderr
     assert "were synced for some apps only" in r.stderr
     assert "my-app-staging-web: staged RAILS_MASTER_KEY" in r.stderr
@@ -107,7 +107,7 @@ def test_a_partly_failed_sync_is_reported_per_app_and_audited(ops):
 def test_a_worker_whose_restart_failed_shows_as_staged_until_a_rerun(ops):
     _create_and_deploy(ops)
     r = ops.inv("secrets.sync", "--env", "staging", "--yes",
-                FAKEFLY_FAIL_MATCH="secrets deploy --app my-app-staging-worker")
+                FAKEFLY_FAIL_MATCH="^secrets deploy --app my-app-staging-worker")
     assert r.returncode == 8, r.stderr
     assert "my-app-staging-web: staged RAILS_MASTER_KEY" in r.stderr and "; restarted" in r.stderr
     assert "my-app-staging-worker: staged" in r.stderr and "FAILED: `fly secrets deploy" in r.stderr
