@@ -380,29 +380,27 @@ def run_waves(
             mark = "ok" if res.outcome == "deployed" else "FAILED"
             say(f"  {mark} {component}: {res.release()} in {res.seconds:.1f}s ({res.detail})")
 
-    try:
-        for wave in plan:
-            with ThreadPoolExecutor(max_workers=max(1, len(wave))) as pool:
-                futures = {c: pool.submit(one, c) for c in wave}
-                try:
-                    for f in futures.values():
-                        f.result()
-                except KeyboardInterrupt:
-                    running = [c for c, f in futures.items() if not f.done()]
-                    with lock:
-                        say(f"  stopping: nothing new starts; waiting for the {len(running)} deploy(s) in flight "
-                            f"({', '.join(running)}) to finish, so none is left half-rolled")
-                    raise
-            if any(results[c].outcome == "failed" for c in wave):
-                break
-    except KeyboardInterrupt:  # the wave in flight has finished (the pool waited): say where each app is
-        raise DeployInterrupted([results[c] for wave in plan for c in wave]) from None
+    for wave in plan:
+        with ThreadPoolExecutor(max_workers=max(1, len(wave))) as pool:
+            futures = {c: pool.submit(one, c) for c in wave}
+            try:
+                for f in futures.values():
+                    f.result()
+            except KeyboardInterrupt:
+                running = [c for c, f in futures.items() if not f.done()]
+                with lock:
+                    say(f"  stopping: nothing new starts; waiting for the {len(running)} deploy(s) in flight "
+                        f"({', '.join(running)}) to finish, so none is left half-rolled")
+                pool.shutdown(wait=True)  # then say where each app is (the audit line, and so rollback)
+                raise DeployInterrupted([results[c] for wave in plan for c in wave]) from None
+        if any(results[c].outcome == "failed" for c in wave):
+            break
     return [results[c] for wave in plan for c in wave]
 
 
 class DeployInterrupted(KeyboardInterrupt):
     """Ctrl-C / SIGTERM during the waves, raised once the deploys in flight have finished;
-    `results` says which apps got the new release, for the audit line (and so for rollback)."""
+    `results` says which apps got the new release."""
 
     def __init__(self, results: list[AppResult]):
         super().__init__("interrupted")
