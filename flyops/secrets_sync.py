@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from flyops.envfile import EnvFile
-from flyops.errors import BadInput, OpsError
+from flyops.errors import BadInput, OpsError, PreconditionFailed
 from flyops.flyctl import commands as fly
 from flyops.flyctl.importfmt import encode_for_import
 from flyops.flyctl.runner import FlyRunner
@@ -311,9 +311,9 @@ class SyncFailed(OpsError):
 
 def refuse_drift(plan: SecretsPlan, force: bool) -> None:
     drift = [r for r in plan.rows if r.status == "drift"]
-    if drift and not force:
+    if drift and not force:  # a refusal before any change (exit 5), not a failed push
         listed = ", ".join(f"{r.app} {r.name}" for r in drift)
-        raise OpsError(
+        raise PreconditionFailed(
             f"secret(s) changed on Fly outside this repository since the last recorded push: {listed}; nothing was changed",
             fix=f"pull the repository ({lock_path(plan.stack).relative_to(plan.stack.root)}) and check env/{plan.stack.env}.env "
             "with whoever changed them; or pass --force to overwrite them with your values",

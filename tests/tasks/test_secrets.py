@@ -138,7 +138,7 @@ def test_change_drift_and_prune(hostile):
     assert [(x["app"], x["name"]) for x in drift] == [("my-app-staging-worker", "RAILS_MASTER_KEY")]
     before = len(ops.mutations())
     r = ops.inv("secrets.sync", "--env", "staging", "--yes")
-    assert r.returncode == 1 and "changed on Fly outside this repository" in r.stderr and "--force" in r.stderr
+    assert r.returncode == 5 and "changed on Fly outside this repository" in r.stderr and "--force" in r.stderr
     assert len(ops.mutations()) == before
     assert ops.inv("secrets.sync", "--env", "staging", "--yes", "--force").returncode == 0
     assert fakestate.load(ops.home)["apps"]["my-app-staging-worker"]["secrets"]["RAILS_MASTER_KEY"]["value"] == STAGING_VALUES["RAILS_MASTER_KEY"]
