@@ -69,9 +69,7 @@ def task(fn: Any = None, **kwargs: Any):
                 lines = [f"error: {exc.message}"] + ([f"  fix: {exc.fix}"] if exc.fix else [])
                 raise Exit("\n".join(lines), code=int(exc.code)) from None
             except KeyboardInterrupt:
-                done = changes_of(a[0] if a else None)
-                raise Exit("interrupted" + (f"; {_listed(done)}" if done else "; nothing was changed"),
-                           code=int(ExitCode.INTERRUPTED)) from None
+                raise Exit(_interrupted(a[0] if a else None), code=int(ExitCode.INTERRUPTED)) from None
 
         return invoke_task(**kwargs)(body)
 
@@ -88,6 +86,13 @@ def changes_of(ctx: Any) -> list[str]:
     """What the task's runners (made by `runner_for(ctx)`) really changed: flyctl mutations that
     succeeded, files written; not the deploy lock or the audit line."""
     return [c for r in (getattr(ctx, "__dict__", {}).get("_flyops_runners") or []) for c in r.changes()]
+
+
+def _interrupted(ctx: Any) -> str:
+    if not (getattr(ctx, "__dict__", {}).get("_flyops_runners")):
+        return "interrupted"  # not a Fly task: its own cleanup says what it undid
+    done = changes_of(ctx)
+    return f"interrupted; {_listed(done)}" if done else "interrupted; nothing was changed on Fly"
 
 
 def _listed(done: list[str], limit: int = 8) -> str:

@@ -87,6 +87,9 @@ def test_fault_midway_then_rerun_converges_without_duplicates(ops):
     r = ops.inv("keydb.volumes", "--env", "production", "--yes", FAKEFLY_FAIL_AT=str(base + 5))
     assert r.returncode == 8 == failed_code(ops.argv_log(), since) and "500" in r.stderr, r.stderr
     assert "changed before it stopped (4): fly volumes create" in r.stderr
+    trail = json.loads(ops.inv("audit", "--env", "production", "--json").stdout)["entries"]
+    assert [(e["task"], e["result"][:7]) for e in trail] == [("keydb.volumes", "failed:")]
+    assert trail[0]["changed"].startswith("4 change(s): fly volumes create")
     r = ops.inv("keydb.volumes", "--env", "production", "--yes")
     assert r.returncode == 0, r.stderr
     for store in PROD_STORES:
