@@ -30,7 +30,7 @@ def test_volumes_creates_one_per_store_per_region_then_nothing(ops):
         assert {v["name"] for v in vols} == {"redis_server" if store == "jobs" else "keydb_server"}
     assert {v["size_gb"] for v in live_volumes(ops, "my-app-production-cache")} == {2}
     before = len(ops.mutations())
-    assert before == 4 + 12  # the four apps, then one volume per store per region
+    assert len(ops.changes()) == 4 + 12  # the four apps, then one volume per store per region (and an audit line)
     r = ops.inv("keydb.volumes", "--env", "production", "--yes")
     assert r.returncode == 0, r.stderr
     assert len(ops.mutations()) == before  # convergent: the second run changes nothing
@@ -46,7 +46,7 @@ def test_volumes_store_option_and_extend(ops):
     assert [(s["region"], s["action"]) for s in steps] == [("fra", "extend"), ("iad", "create"), ("sin", "create")]
     vols = live_volumes(ops, "my-app-production-cache")
     assert len(vols) == 3 and {v["size_gb"] for v in vols} == {2}
-    assert all(m[0] == "volumes" and "my-app-production-cache" in m for m in ops.mutations()[5:])  # after 4 apps + 1 volume
+    assert all(m[0] == "volumes" and "my-app-production-cache" in m for m in ops.changes()[5:])  # after 4 apps + 1 volume
 
 
 def test_dry_run_prints_the_calls_and_changes_nothing(ops):

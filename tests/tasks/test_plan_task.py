@@ -52,9 +52,10 @@ def test_local_env_is_not_on_fly(ops):
     assert r.returncode == 2 and "not deployed to Fly" in r.stderr
 
 
-def test_plan_after_up_has_nothing_pending(ops):
+def test_plan_after_up_without_deploy_has_only_the_first_deploys_pending(ops):
     up = ops.inv("up", "--env", "staging", "--yes", "--no-deploy")
     assert up.returncode == 0, up.stderr
     r = ops.inv("plan", "--env", "staging", "--json")
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert json.loads(r.stdout)["summary"]["create"] == 0
+    assert r.returncode == 7, r.stdout + r.stderr  # created, never deployed: not converged
+    summary = json.loads(r.stdout)["summary"]
+    assert summary["create"] == 0 and summary["change"] == 0 and summary["deploy"] == 6

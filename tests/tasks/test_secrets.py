@@ -86,11 +86,11 @@ def test_hostile_values_arrive_byte_for_byte_and_never_leak(hostile):
     rows = json.loads(r.stdout)["rows"]
     assert {x["status"] for x in rows if x["app"] == "my-app-staging-web" and x["name"] != "DATABASE_URL"} == {"add"}
     outputs = r.stdout + r.stderr
-    before = len(ops.mutations())
+    before = len(ops.changes())
     r = ops.inv("secrets.sync", "--env", "staging", "--yes")
     assert r.returncode == 0, r.stderr
     outputs += r.stdout + r.stderr
-    new = ops.mutations()[before:]
+    new = ops.changes()[before:]
     assert [m[:2] for m in new] == [["secrets", "import"]] * len(APPS) + [["secrets", "deploy"]]
     assert all("--stage" in m for m in new[:-1]) and new[-1][-1] == "my-app-staging-web"  # one restart: the deployed app
     for name, value in CORPUS.items():
