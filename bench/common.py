@@ -273,7 +273,16 @@ def run(argv: list[str], *, env: dict[str, str] | None = None, stdout=subprocess
 
 
 def pgbench_bin() -> str:
-    for c in ("/usr/lib/postgresql/15/bin/pgbench", shutil.which("pgbench") or ""):
+    """pgbench of the server binaries the benchmarks run (pg_config --bindir, else the newest
+    /usr/lib/postgresql/*/bin: Debian 12 ships 15, Debian 13 17), else the one on PATH."""
+    from flyops.db.scratch import find_pg_bindir
+    from flyops.errors import OpsError
+
+    try:
+        candidates = [str(find_pg_bindir() / "pgbench")]
+    except OpsError:
+        candidates = []
+    for c in (*candidates, shutil.which("pgbench") or ""):
         if c and Path(c).is_file():
             return c
     raise SystemExit("pgbench not found (apt-get install postgresql-contrib)")

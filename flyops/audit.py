@@ -19,21 +19,25 @@ Lines stay until `inv audit --env X --keep N` removes all but the newest N.
 
 `record()` never raises: the operation it describes has already happened, and failing it
 afterwards would hide its real result. A line that cannot be written is reported on stderr.
+`recorded()` wraps the changing part of a task and writes its real outcome (ok, failed: why,
+interrupted) however it ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
 import re
 import secrets as _random
 import socket
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from flyops.errors import OpsError
+from flyops.errors import ExitCode, OpsError
 from flyops.flyctl import commands as fly
 from flyops.flyctl.runner import FlyRunner
 from flyops.secret import redact
@@ -43,6 +47,8 @@ from flyops.stack import Stack
 RECORD_IMAGE = "docker.io/library/busybox:1.36"
 KIND_KEY = "flyops_kind"
 MAX_VALUE = 1000  # characters per metadata value; longer text is cut with an ellipsis
+# a task that ends with one of these before changing anything was refused, not run
+REFUSALS = (ExitCode.OK, ExitCode.BAD_INPUT, ExitCode.BUSY, ExitCode.PRECONDITION)
 
 
 def ops_app(stack: Stack) -> str:
@@ -149,16 +155,61 @@ def record(
                               metadata=entry.metadata())
     try:
         try:
-            runner.run(call)
+            runner.run(call, bookkeeping=True)
         except OpsError:
             if _app_exists(stack, runner, ops_app(stack)):
                 raise
-            runner.run(fly.apps_create(ops_app(stack), stack.project.org))
-            runner.run(call)
+            runner.run(fly.apps_create(ops_app(stack), stack.project.org), bookkeeping=True)
+            runner.run(call, bookkeeping=True)
     except OpsError as exc:
         runner.echo(f"warning: could not append to the audit trail ({ops_app(stack)}): {exc.message}")
         return None
     return entry
+
+
+@dataclass
+class Outcome:
+    """What a task tells `recorded` about its run: `changed` (a sentence) and `details` for the
+    line; `written = True` when the task wrote its own line (deploy does, with rollback's data)."""
+
+    changed: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    written: bool = False
+
+
+@contextlib.contextmanager
+def recorded(stack: Stack, runner: FlyRunner, task: str) -> Iterator[Outcome]:
+    """One audit line with the task's real outcome, however the block ends: `ok`, `failed: why`
+    or `interrupted` (Ctrl-C / SIGTERM). Wrap the part of a task that changes things (after the
+    confirmation). When the block fails before saying what it changed, the line lists what the
+    runner saw change (successful mutating flyctl calls, files written)."""
+    out = Outcome()
+    before = len(runner.changes())
+
+    def changed() -> str:
+        if out.changed:
+            return out.changed
+        done = runner.changes()[before:]
+        return f"{len(done)} change(s): " + "; ".join(done) if done else "nothing changed"
+
+    try:
+        yield out
+    except KeyboardInterrupt:
+        if not out.written:
+            record(stack, runner, task, changed(), "interrupted (Ctrl-C or SIGTERM)", out.details)
+        raise
+    except OpsError as exc:
+        refused = exc.code in REFUSALS and not out.changed and not runner.changes()[before:]
+        if not out.written and not refused:  # a refusal before any change is not an outcome to record
+            record(stack, runner, task, changed(), f"failed: {exc.message}", out.details)
+        raise
+    except Exception as exc:
+        if not out.written:
+            record(stack, runner, task, changed(), f"failed: {type(exc).__name__}: {exc}", out.details)
+        raise
+    else:
+        if not out.written:
+            record(stack, runner, task, changed(), "ok", out.details)
 
 
 def _app_exists(stack: Stack, runner: FlyRunner, app: str) -> bool:

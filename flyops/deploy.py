@@ -453,10 +453,20 @@ def run_waves(
                 with lock:
                     say(f"  stopping: nothing new starts; waiting for the {len(running)} deploy(s) in flight "
                         f"({', '.join(running)}) to finish, so none is left half-rolled")
-                raise
+                pool.shutdown(wait=True)  # then say where each app is (the audit line, and so rollback)
+                raise DeployInterrupted([results[c] for wave in plan for c in wave]) from None
         if any(results[c].outcome == "failed" for c in wave):
             break
     return [results[c] for wave in plan for c in wave]
+
+
+class DeployInterrupted(KeyboardInterrupt):
+    """Ctrl-C / SIGTERM during the waves, raised once the deploys in flight have finished;
+    `results` says which apps got the new release."""
+
+    def __init__(self, results: list[AppResult]):
+        super().__init__("interrupted")
+        self.results = results
 
 
 def say_default(line: str) -> None:
@@ -493,7 +503,12 @@ def deploy_environment(
         if run_hooks:
             hooks.run_hooks(stack, runner, "pre_deploy", {"env": stack.env, "apps": flat, "image": image}, say=say)
         say(f"deploying {stack.env}: " + " then ".join("[" + ", ".join(w) + "]" for w in plan))
-        results = run_waves(runner, plan, steps, before, say, stack)
+        try:
+            results = run_waves(runner, plan, steps, before, say, stack)
+        except DeployInterrupted as stop:
+            stopped = DeployResult(stack.env, "deploy", stop.results, plan, image=image)
+            audit.record(stack, runner, "deploy", _changed(stopped), "interrupted (Ctrl-C or SIGTERM)", stopped.details())
+            raise
         result = DeployResult(stack.env, "deploy", results, plan, image=image)
         if result.release_failed and rollback_on_failure and result.touched():
             from flyops.rollback import rollback_results

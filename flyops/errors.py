@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     PRECONDITION = 5  # version skew, missing extension, unsafe target, missing tool
     TARGET_MISSED = 6  # a drill worked but missed its RTO/RPO target
     CHANGES_PENDING = 7  # plan/diff/check: the world differs from the stack (for CI)
+    PARTLY_CHANGED = 8  # failed after changing something (the message lists what); a re-run converges
     INTERRUPTED = 130  # Ctrl-C / SIGTERM
 
 

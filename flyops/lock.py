@@ -131,7 +131,7 @@ def acquire(stack: Stack, runner: FlyRunner, task: str, message: str = "") -> Ho
         if current is not None:
             raise LockHeld(stack, current)
     try:
-        runner.run(fly.apps_create(lock_app(stack), stack.project.org))
+        runner.run(fly.apps_create(lock_app(stack), stack.project.org), bookkeeping=True)
     except OpsError:
         current = _settled_holder(stack, runner)
         if current is not None:
@@ -139,9 +139,9 @@ def acquire(stack: Stack, runner: FlyRunner, task: str, message: str = "") -> Ho
         raise
     try:
         runner.run(fly.machine_create(lock_app(stack), RECORD_IMAGE, region=stack.primary_region,
-                                      name="holder", metadata=me.metadata()))
+                                      name="holder", metadata=me.metadata()), bookkeeping=True)
     except OpsError:
-        runner.run(fly.apps_destroy(lock_app(stack)), check=False)
+        runner.run(fly.apps_destroy(lock_app(stack)), check=False, bookkeeping=True)
         raise
     return me
 
@@ -167,7 +167,7 @@ def release(stack: Stack, runner: FlyRunner, *, lock_id: str | None = None) -> H
         return None
     if lock_id is not None and current.lock_id and current.lock_id != lock_id:
         return current
-    runner.run(fly.apps_destroy(lock_app(stack)))
+    runner.run(fly.apps_destroy(lock_app(stack)), bookkeeping=True)
     return current
 
 

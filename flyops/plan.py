@@ -2,7 +2,9 @@
 
 `read_live(stack, runner)` makes every read concurrently once the app list is known, so
 the wall time is about two flyctl calls whatever the number of apps. `plan(stack, live)`
-is a pure function from both to rows with an action: create / change / keep / remove.
+is a pure function from both to rows with an action: create / deploy / change / keep / remove.
+An app that exists but was never deployed (created by a `up` that stopped before its deploy,
+`Deployed: false` in `fly apps list --json`, fly-go's App.Deployed) is pending too: `deploy`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from flyops.flyctl.runner import FlyRunner
 from flyops.stack import COMPONENT_DB, Stack
 from flyops.wanted import wanted_names
 
-Action = Literal["create", "change", "keep", "remove"]
+Action = Literal["create", "deploy", "change", "keep", "remove"]
 # volumes in these states are on their way out (flyctl drops them from `volumes list` too)
 GONE_VOLUME_STATES = {"scheduling_destroy", "fork_cleanup", "waiting_for_detach", "pending_destroy", "destroying", "destroyed"}
 
@@ -87,6 +89,10 @@ def plan_apps(stack: Stack, live: Live) -> list[Row]:
     for comp in stack.components():
         exists = comp.app in live.apps
         how = "fly postgres create" if comp.name == COMPONENT_DB else "fly apps create"
+        if exists and comp.kind != "database" and not live.apps[comp.app].get("Deployed"):
+            # the database is flyctl's: `fly postgres create` starts its machines itself
+            rows.append(Row("app", comp.name, comp.app, comp.app, "deploy", "created, never deployed: inv deploy"))
+            continue
         rows.append(Row("app", comp.name, comp.app, comp.app, "keep" if exists else "create", "" if exists else how))
     ours = {c.app for c in stack.components()}
     prefix = stack.project.app_name.format(project=stack.project.name, env=stack.env, component="")
@@ -166,7 +172,7 @@ def pending(rows: list[Row]) -> list[Row]:
 
 def summary(rows: list[Row]) -> dict[str, int]:
     counts = Counter(r.action for r in rows)
-    return {a: counts.get(a, 0) for a in ("create", "change", "keep", "remove")}
+    return {a: counts.get(a, 0) for a in ("create", "deploy", "change", "keep", "remove")}
 
 
 def rows_json(rows: list[Row]) -> list[dict[str, str]]:

@@ -20,6 +20,7 @@ With it, per app and name (`diff_app` is pure):
 | yes | digest == lock digest | fingerprint equal | `unchanged` |
 | no | yes | - | `remove` (only with `--prune`, after confirmation) |
 | external | any | - | `external` (e.g. DATABASE_URL set by `fly postgres attach`): never pushed or pruned |
+| yes, unchanged | status `Staged`/`Partial` on a deployed app | - | `staged`: Fly has the value, the app's machines do not run it yet (a restart failed or was skipped); sync restarts the app |
 
 The database app is left alone: its secrets belong to flyctl's Postgres tooling.
 Pushing is `fly secrets import --stage` with the values on stdin, one call per app, then
@@ -43,7 +44,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from flyops.envfile import EnvFile
-from flyops.errors import BadInput, OpsError
+from flyops.errors import BadInput, OpsError, PreconditionFailed
 from flyops.flyctl import commands as fly
 from flyops.flyctl.importfmt import encode_for_import
 from flyops.flyctl.runner import FlyRunner
@@ -52,9 +53,13 @@ from flyops.secret import Secret
 from flyops.stack import COMPONENT_DB, Stack
 from flyops.wanted import WantedSecrets, wanted_secrets
 
-Status = Literal["add", "change", "unchanged", "unknown", "drift", "remove", "external"]
+Status = Literal["add", "change", "unchanged", "unknown", "drift", "remove", "external", "staged"]
 PUSH = ("add", "change", "unknown")
-PENDING = ("add", "change", "unknown", "drift", "remove")
+PENDING = ("add", "change", "unknown", "drift", "remove", "staged")
+# `fly secrets list --json` per secret: Deployed / Staged / Partial (flyctl
+# internal/command/secrets/list.go, SecretStatus); Staged or Partial on an app with machines
+# means some machine does not run that value yet
+NOT_RUNNING = ("Staged", "Partial")
 LOCK_VERSION = 1
 
 
@@ -205,7 +210,7 @@ class SecretsPlan:
         return out
 
     def counts(self) -> dict[str, int]:
-        keys = ("add", "change", "unchanged", "unknown", "drift", "remove", "external")
+        keys = ("add", "change", "unchanged", "unknown", "drift", "remove", "external", "staged")
         return {k: sum(r.status == k for r in self.rows) for k in keys}
 
 
@@ -262,7 +267,20 @@ def build_secrets_plan(
     for comp, a in names.items():
         rows += diff_app(comp, a, wanted.values.get(comp, {}), wanted.external.get(comp, frozenset()), live[a], lock)
     deployed = {a: bool(apps.get(a, {}).get("Deployed")) for a in names.values()}
-    return SecretsPlan(stack, wanted, rows, live, deployed, lock, comps)
+    return SecretsPlan(stack, wanted, [_running(r, live, deployed) for r in rows], live, deployed, lock, comps)
+
+
+def _running(row: SecretRow, live: dict[str, list[dict[str, Any]] | None], deployed: dict[str, bool]) -> SecretRow:
+    """An unchanged secret of a deployed app that its machines do not run yet is `staged`:
+    the diff shows what Fly runs, not only what it stores."""
+    if row.status != "unchanged" or not deployed.get(row.app):
+        return row
+    on_fly = next((s for s in live.get(row.app) or [] if s.get("name") == row.name), {})
+    if on_fly.get("status") not in NOT_RUNNING:
+        return row
+    return SecretRow(row.component, row.app, row.name, "staged",
+                     f"{on_fly['status']} on Fly (digest {on_fly.get('digest', '?')}): not on every machine of the "
+                     "app yet; `inv secrets.sync` restarts it")
 
 
 # ---------------------------------------------------------------------------------------
@@ -274,13 +292,38 @@ class SyncResult:
     pushed: dict[str, list[str]] = field(default_factory=dict)  # app -> names
     pruned: dict[str, list[str]] = field(default_factory=dict)
     restarted: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # app -> why its import, unset or restart failed
+
+    def per_app(self) -> str:
+        """Which apps got the new values (staged, restarted) and which did not."""
+        parts = []
+        for app in sorted(set(self.pushed) | set(self.pruned) | set(self.restarted) | set(self.failed)):
+            did = ([f"staged {', '.join(self.pushed[app])}"] if app in self.pushed else []) + (
+                [f"unset {', '.join(self.pruned[app])}"] if app in self.pruned else []) + (
+                ["restarted"] if app in self.restarted else [])
+            if app in self.failed:
+                did.append(f"FAILED: {self.failed[app]}")
+            parts.append(f"{app}: {'; '.join(did)}")
+        return "\n  ".join(parts)
+
+
+class SyncFailed(OpsError):
+    """Some apps' secrets were pushed and others not; `result` says which."""
+
+    def __init__(self, plan: SecretsPlan, result: SyncResult):
+        super().__init__(
+            f"secrets of {plan.stack.env} were synced for some apps only:\n  {result.per_app()}",
+            fix=f"fix the cause above, then re-run `inv secrets.sync --env {plan.stack.env}`: it pushes only what "
+            "is still missing and restarts what still runs old values",
+        )
+        self.result = result
 
 
 def refuse_drift(plan: SecretsPlan, force: bool) -> None:
     drift = [r for r in plan.rows if r.status == "drift"]
-    if drift and not force:
+    if drift and not force:  # a refusal before any change (exit 5), not a failed push
         listed = ", ".join(f"{r.app} {r.name}" for r in drift)
-        raise OpsError(
+        raise PreconditionFailed(
             f"secret(s) changed on Fly outside this repository since the last recorded push: {listed}; nothing was changed",
             fix=f"pull the repository ({lock_path(plan.stack).relative_to(plan.stack.root)}) and check env/{plan.stack.env}.env "
             "with whoever changed them; or pass --force to overwrite them with your values",
@@ -338,17 +381,31 @@ def sync(
                         plan.lock.forget(app, n)
                     plan.lock.save()
 
-    parallel({app: (lambda app=app, rows=rows: one(app, rows)) for app, rows in plan.by_app().items()}, workers)
+    def each(app: str, step: Callable[[], None]) -> None:
+        """One app's step; its failure is that app's, the others go on (reported per app)."""
+        try:
+            step()
+        except OpsError as exc:
+            with mutex:
+                result.failed[app] = exc.message
+
+    parallel({app: (lambda app=app, rows=rows: each(app, lambda: one(app, rows)))
+              for app, rows in plan.by_app().items()}, workers)
     if restart:
-        apps = restart_needed(plan, runner, result)
-        parallel({app: (lambda app=app: _restart(runner, app, on_step)) for app in apps}, workers)
-        result.restarted = apps
+        apps = [a for a in restart_needed(plan, runner, result) if a not in result.failed]
+        parallel({app: (lambda app=app: each(app, lambda: _restart(runner, app, on_step, result, mutex)))
+                  for app in apps}, workers)
+    if result.failed:
+        raise SyncFailed(plan, result)
     return result
 
 
-def _restart(runner: FlyRunner, app: str, on_step: Callable[[str], None]) -> None:
+def _restart(runner: FlyRunner, app: str, on_step: Callable[[str], None], result: SyncResult,
+             mutex: threading.Lock) -> None:
     on_step(f"{app}: restart with the new secrets (fly secrets deploy)")
     runner.run(fly.secrets_deploy(app))
+    with mutex:
+        result.restarted.append(app)
 
 
 def restart_needed(plan: SecretsPlan, runner: FlyRunner, result: SyncResult) -> list[str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from string import Template
 
+from flyops.flyctl.runner import FlyRunner
 from flyops.render import store_build_dir
 from flyops.secret import Secret
 from flyops.stack import Stack, Store
@@ -110,17 +111,15 @@ def render_all_stores(stack: Stack) -> dict[Path, str]:
     return out
 
 
-def write_store_dirs(stack: Stack) -> list[Path]:
-    """Write every store folder; returns the files that changed."""
+def write_store_dirs(stack: Stack, writer: FlyRunner | None = None) -> list[Path]:
+    """Write every store folder through the runner's `write_text` (so `--dry` prints instead);
+    returns the files that changed (or would)."""
+    writer = writer or FlyRunner()
     changed = []
     for path, text in render_all_stores(stack).items():
-        if path.exists() and path.read_text(encoding="utf-8") == text:
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        if path.suffix == ".sh":
-            path.chmod(0o755)
-        changed.append(path)
+        mode = 0o755 if path.suffix == ".sh" else 0o644
+        if writer.write_text(path, text, mode=mode, shown=str(path.relative_to(stack.root))) != "unchanged":
+            changed.append(path)
     return changed
 
 

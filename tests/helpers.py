@@ -30,3 +30,16 @@ def write_env(root: Path, env: str, values: dict[str, str], mode: int = 0o600) -
     path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     path.chmod(mode)
     return path
+
+
+def fly_changes(argv_log: list[dict], since: int = 0) -> list[list[str]]:
+    """Mutating stand-in calls that succeeded, after entry `since`, leaving out the deploy lock
+    and the audit trail (bookkeeping) and the image lookup (`deploy --build-only`, a read)."""
+    return [e["argv"] for e in argv_log[since:]
+            if e["mutating"] and e["exit"] == 0 and "--build-only" not in e["argv"]
+            and not any(a.startswith(("my-app-lock-", "my-app-ops-")) for a in e["argv"])]
+
+
+def failed_code(argv_log: list[dict], since: int = 0) -> int:
+    """The exit code a failed task must give: 8 when it changed something first, else 1."""
+    return 8 if fly_changes(argv_log, since) else 1

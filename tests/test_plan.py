@@ -68,7 +68,7 @@ def converged_machines(stack, volumes):
 def test_fully_converged_world_has_no_pending_rows():
     from flyops.wanted import wanted_names
 
-    apps = {c.app: {"Name": c.app} for c in PROD.components()}
+    apps = {c.app: {"Name": c.app, "Deployed": True} for c in PROD.components()}
     volumes = {PROD.app_name(n): [vol(s.volume, r, s.volume_size_gb) for r in PROD.regions] for n, s in PROD.stores.items()}
     secrets = {PROD.app_name(c): [{"name": n, "digest": "d", "status": "Deployed"} for n in names]
                for c, names in wanted_names(PROD).items()}
@@ -86,7 +86,7 @@ def test_fully_converged_world_has_no_pending_rows():
     secrets[PROD.app_name("db")] = [{"name": "SU_PASSWORD", "digest": "d", "status": "Deployed"}]
     assert pending(plan(PROD, Live(apps=apps, volumes=volumes, secrets=secrets, machines=machines))) == []
     secrets[PROD.app_name("web")].append({"name": "LEFTOVER", "digest": "d", "status": "Deployed"})
-    apps["my-app-production-old"] = {"Name": "my-app-production-old"}
+    apps["my-app-production-old"] = {"Name": "my-app-production-old", "Deployed": True}
     assert {(r.kind, r.target) for r in pending(plan(PROD, Live(apps=apps, volumes=volumes, secrets=secrets, machines=machines)))} == {
         ("secret", "LEFTOVER"), ("app", "my-app-production-old")}
 
@@ -118,3 +118,14 @@ def test_machine_rows_missing_extra_wrong_volume_and_blocked():
     rows = {r.region: r for r in plan_component(PROD, "web", web, [])}
     assert rows["fra"].action == "remove" and rows["fra"].machines == ("w0",)
     assert rows["iad"].want == 2 and rows["iad"].action == "create"
+
+
+def test_an_app_created_but_never_deployed_is_pending():
+    """After an `up` that stopped before its deploy: the apps exist, `Deployed` is false
+    (fly apps list --json; fly-go types.go App.Deployed). The database is flyctl's own:
+    `fly postgres create` starts its machines, so it is never "to deploy"."""
+    apps = {c.app: {"Name": c.app, "Deployed": c.kind == "store"} for c in PROD.components()}
+    rows = [r for r in plan(PROD, Live(apps=apps)) if r.kind == "app"]
+    assert {r.component for r in rows if r.action == "deploy"} == {"web", "worker"}
+    assert {r.component for r in rows if r.action == "keep"} == {"db", *PROD.stores}
+    assert summary(rows)["deploy"] == 2 and len(pending(rows)) == 2

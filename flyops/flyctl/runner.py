@@ -17,6 +17,12 @@ directory: a thread lock plus an `flock` on `<config dir>/flyops.writers.lock`, 
 serialises them against another `inv` on the same machine. A separate config directory per
 process is no way out: the next deploy reads the shared one and would not see the entry at all.
 Deploys and reads stay concurrent; they only read the file.
+
+Files a task writes (rendered fly.toml files, store folders, workflows) go through
+`FlyRunner.write_text` too, so `--dry` means the same for them: printed, not written.
+`changes()` is what this run has really changed on Fly (successful mutating calls, not the
+lock and audit bookkeeping), which the error boundary uses to say whether a failed or
+interrupted task left something changed.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import os
 import re
 import shlex
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -117,6 +124,7 @@ class CallRecord:
     rc: int | None
     seconds: float
     dry: bool
+    bookkeeping: bool = False  # the deploy lock and the audit trail: not a change of the environment
 
 
 @dataclass
@@ -130,6 +138,7 @@ class FlyRunner:
     echo: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
     masks: list[Secret] = field(default_factory=list)
     records: list[CallRecord] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)  # "written PATH" / "updated PATH"
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- setup ------------------------------------------------------------------------
@@ -152,6 +161,13 @@ class FlyRunner:
             )
         self.binary = found
         return found
+
+    def check_ready(self) -> None:
+        """flyctl is on PATH (or $FLYCTL) and a token is in the environment: PreconditionFailed
+        (exit 5) otherwise. Tasks that change Fly call it before their first call; under --dry
+        too, since the reads need both."""
+        self._check_token(self._environ())
+        self.resolve_binary()
 
     def _environ(self) -> dict[str, str]:
         return dict(self.env if self.env is not None else os.environ)
@@ -179,11 +195,13 @@ class FlyRunner:
 
     # -- running ----------------------------------------------------------------------
 
-    def run(self, call: Call, *, check: bool = True) -> Result:
+    def run(self, call: Call, *, check: bool = True, bookkeeping: bool = False) -> Result:
+        """Run one call. `bookkeeping`: a call of the deploy lock or the audit trail, which
+        `changes()` does not count as a change of the environment."""
         shown = self.shown(call)
         if call.mutating and self.dry:
             self.echo(f"[dry] {shown}" + ("  (values on stdin, not shown)" if call.stdin else ""))
-            self._record(call, None, 0.0, dry=True)
+            self._record(call, None, 0.0, dry=True, bookkeeping=bookkeeping)
             return Result("", "", 0, 0.0, dry=True)
         env = self._environ()
         self._check_token(env)
@@ -210,7 +228,7 @@ class FlyRunner:
         stdout = redact(proc.stdout.decode("utf-8", "replace"), self.masks)
         stderr = redact(proc.stderr.decode("utf-8", "replace"), self.masks)
         rc = proc.exit_code
-        self._record(call, rc, seconds, dry=False)
+        self._record(call, rc, seconds, dry=False, bookkeeping=bookkeeping)
         if self.verbose:
             self.echo(f"  -> exit {rc} in {seconds:.2f}s")
         if rc != 0 and check:
@@ -244,13 +262,54 @@ class FlyRunner:
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
 
-    def _record(self, call: Call, rc: int | None, seconds: float, *, dry: bool) -> None:
+    def _record(self, call: Call, rc: int | None, seconds: float, *, dry: bool, bookkeeping: bool = False) -> None:
         with self._lock:
-            self.records.append(CallRecord(call.args, call.mutating, rc, seconds, dry))
+            self.records.append(CallRecord(call.args, call.mutating, rc, seconds, dry, bookkeeping))
 
     @property
     def mutations(self) -> list[CallRecord]:
         return [r for r in self.records if r.mutating]
+
+    def changes(self) -> list[str]:
+        """What this run really changed: each successful mutating flyctl call (as shown, not
+        the lock's or the audit trail's) and each file written, in order."""
+        with self._lock:
+            return [self.redacted(r.args) for r in self.records if r.mutating and not r.dry and r.rc == 0
+                    and not r.bookkeeping] + list(self.written)
+
+    def redacted(self, args: tuple[str, ...]) -> str:
+        return redact(shlex.join(["fly", *args]), self.masks)
+
+    # -- files ------------------------------------------------------------------------
+
+    def write_text(self, path: Path, text: str, *, mode: int | None = None, shown: str | None = None) -> str:
+        """Write a file only when its content differs: atomically (a temp file in the same
+        folder, then a rename), making its folder; `mode` for a new or rewritten file.
+        Under --dry it prints what it would write and writes nothing (no folder either).
+        Returns "unchanged", "written" (it did not exist) or "updated"."""
+        path = Path(path)
+        old = path.read_text(encoding="utf-8") if path.is_file() else None
+        if old == text:
+            return "unchanged"
+        state = "written" if old is None else "updated"
+        name = shown or str(path)
+        if self.dry:
+            self.echo(f"[dry] write {name} ({len(text.encode())} bytes, would be {state})")
+            return state
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.chmod(tmp, mode if mode is not None else (path.stat().st_mode & 0o7777 if old is not None else 0o644))
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        with self._lock:
+            self.written.append(f"{state} {name}")
+        return state
 
     # -- background: fly proxy ----------------------------------------------------------
 

@@ -20,7 +20,7 @@ from invoke import task as invoke_task
 from invoke.exceptions import Exit
 
 from flyops import logs, present
-from flyops.errors import BadInput, ExitCode, explain
+from flyops.errors import BadInput, ExitCode, OpsError, explain
 from flyops.flyctl.runner import FlyRunner
 from flyops.secret import redact_known
 from flyops.stack import Stack, load_stack
@@ -151,10 +151,11 @@ def fill_placeholders(text: str, env: str | None) -> str:
     return text
 
 
-def fail(exc: BaseException, *, as_json: bool, env: str | None = None) -> Exit:
+def fail(exc: BaseException, *, as_json: bool, env: str | None = None, ctx: Any = None) -> Exit:
     """The one way a task ends in error: the message and fix (secrets masked) on stderr, as
-    JSON on stdout too when --json asked for it and nothing was printed yet, and the code."""
-    err = explain(exc)
+    JSON on stdout too when --json asked for it and nothing was printed yet, and the code
+    (PARTLY_CHANGED when the task's runners had already changed something)."""
+    err = with_changes(ctx, explain(exc))
     message = fill_placeholders(redact_known(err.message), env)
     fix = fill_placeholders(redact_known(err.fix), env) if err.fix else None
     if _debug():
@@ -183,12 +184,12 @@ def task(fn: Any = None, **kwargs: Any):
                     _check_whole_numbers(kw)
                     return fn(*a, **kw)
             except KeyboardInterrupt:
-                raise Exit("interrupted", code=int(ExitCode.INTERRUPTED)) from None
+                raise Exit(_interrupted(a[0] if a else None), code=int(ExitCode.INTERRUPTED)) from None
             except Exit:
                 raise
             except Exception as exc:  # noqa: BLE001 - this is the boundary: every error ends here
                 env = kw.get("env") if isinstance(kw.get("env"), str) else None
-                raise fail(exc, as_json=bool(kw.get("json")), env=env) from None
+                raise fail(exc, as_json=bool(kw.get("json")), env=env, ctx=a[0] if a else None) from None
 
         body.__signature__ = exposed  # what Invoke reads (inspect.signature stops here)
         kwargs.setdefault("klass", OpsTask)
@@ -196,6 +197,38 @@ def task(fn: Any = None, **kwargs: Any):
         return invoke_task(**kwargs)(body)
 
     return wrap(fn) if fn is not None else wrap
+
+
+# Exit codes that promise "nothing was changed" (README table). When a task ends with one of
+# them (or with a plain failure) after its runner really changed something, the code becomes
+# PARTLY_CHANGED and the message lists the changes, so the exit code never hides a change.
+UNCHANGED_CODES = (ExitCode.FAILURE, ExitCode.BAD_INPUT, ExitCode.BUSY, ExitCode.PRECONDITION)
+
+
+def changes_of(ctx: Any) -> list[str]:
+    """What the task's runners (made by `runner_for(ctx)`) really changed: flyctl mutations that
+    succeeded, files written; not the deploy lock or the audit line."""
+    return [c for r in (getattr(ctx, "__dict__", {}).get("_flyops_runners") or []) for c in r.changes()]
+
+
+def _interrupted(ctx: Any) -> str:
+    if not (getattr(ctx, "__dict__", {}).get("_flyops_runners")):
+        return "interrupted"  # not a Fly task: its own cleanup says what it undid
+    done = changes_of(ctx)
+    return f"interrupted; {_listed(done)}" if done else "interrupted; nothing was changed on Fly"
+
+
+def _listed(done: list[str], limit: int = 8) -> str:
+    shown = "; ".join(done[:limit]) + (f"; and {len(done) - limit} more" if len(done) > limit else "")
+    return f"changed before it stopped ({len(done)}): {shown}"
+
+
+def with_changes(ctx: Any, exc: OpsError) -> OpsError:
+    done = changes_of(ctx)
+    if not done or exc.code not in UNCHANGED_CODES:
+        return exc
+    message = exc.message.replace("; nothing was changed", "").replace(", nothing was changed", "")
+    return OpsError(f"{message}\n  {_listed(done)}", fix=exc.fix, code=ExitCode.PARTLY_CHANGED)
 
 
 def stack_for(env: str | None) -> Stack:
@@ -210,7 +243,9 @@ def runner_for(ctx: Any, *, verbose: bool = False) -> FlyRunner:
     """The flyctl runner, with Invoke's global --dry / --echo honoured."""
     dry = bool(getattr(ctx.config.run, "dry", False))
     echo = bool(getattr(ctx.config.run, "echo", False)) or verbose
-    return FlyRunner(dry=dry, verbose=echo, echo=say)
+    runner = FlyRunner(dry=dry, verbose=echo, echo=say)
+    ctx.__dict__.setdefault("_flyops_runners", []).append(runner)  # for the error boundary: what changed
+    return runner
 
 
 _say_lock = threading.Lock()

@@ -8,7 +8,7 @@ from flyops.ci import default_out_dir, parse_deploys
 from flyops.ci import workflows as build_workflows
 from flyops.errors import BadInput
 from flyops.present import console, print_json
-from flyops.tasks.base import root, task
+from flyops.tasks.base import root, runner_for, task
 
 
 @task(
@@ -22,7 +22,7 @@ from flyops.tasks.base import root, task
     },
 )
 def workflows(ctx, ops_repo=None, deploys=None, backup_env="production", out=None, check=False, json=False):
-    """Write deploy-on-push and hourly-backup GitHub Actions workflows that call these tasks."""
+    """Write deploy-on-push and hourly-backup GitHub Actions workflows that call these tasks (`inv --dry`: print only)."""
     from flyops.errors import ChangesPending
 
     pairs = parse_deploys(deploys)
@@ -33,6 +33,7 @@ def workflows(ctx, ops_repo=None, deploys=None, backup_env="production", out=Non
         raise BadInput(f"the app folder {folder.parent.parent} does not exist (project.source in fly/stack.toml)",
                        fix="clone the app there, set project.source to where it is, or pass --out FOLDER")
     stale, report = [], {}
+    writer = runner_for(ctx)
     for name, text in files.items():
         path = folder / name
         old = path.read_text(encoding="utf-8") if path.exists() else None
@@ -42,10 +43,10 @@ def workflows(ctx, ops_repo=None, deploys=None, backup_env="production", out=Non
         stale.append(str(path))
         report[str(path)] = "stale" if check else "written" if old is None else "updated"
         if not check:
-            folder.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
+            state = writer.write_text(path, text)
+            report[str(path)] = state + (" (dry run: not written)" if writer.dry else "")
     if json:
-        print_json({"folder": str(folder), "files": report})
+        print_json({"folder": str(folder), "files": report, "dry": writer.dry})
     else:
         for path, state in report.items():
             console().print(f"{path}: {state}")

@@ -8,22 +8,19 @@ from flyops.errors import ChangesPending, ExitCode, OpsError
 from flyops.present import console, print_json
 from flyops.render import render_all, stale_files
 from flyops.stack import environments, load_stack
-from flyops.tasks.base import root, stack_for, task
+from flyops.tasks.base import root, runner_for, stack_for, task
 
 
 @task(help={"env": "environment (fly/<env>.toml), e.g. staging"})
 def render(ctx, env):
-    """Write fly/<env>/<component>.toml for every app of an environment from the stack."""
+    """Write fly/<env>/<component>.toml for every app of an environment from the stack (`inv --dry`: print only)."""
     stack = stack_for(env)
     out = console()
-    files = render_all(stack)
-    stack.rendered_dir().mkdir(parents=True, exist_ok=True)
-    for path, text in files.items():
-        old = path.read_text(encoding="utf-8") if path.exists() else None
-        if old != text:
-            path.write_text(text, encoding="utf-8")
-        state = "unchanged" if old == text else ("written" if old is None else "updated")
-        out.print(f"{os.path.relpath(path, root())}: {state}")
+    writer = runner_for(ctx)
+    for path, text in render_all(stack).items():
+        shown = os.path.relpath(path, root())
+        state = writer.write_text(path, text, shown=shown)
+        out.print(f"{shown}: {state}" + (" (dry run: not written)" if writer.dry and state != "unchanged" else ""))
 
 
 @task(help={"env": "check one environment (default: every environment with Fly apps)", "json": "print JSON"})

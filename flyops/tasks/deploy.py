@@ -74,7 +74,9 @@ def rollback(ctx, env, app=None, to=None, json=False, verbose=False):
     """Redeploy earlier images: by default every app the last deploy touched, to its release before it."""
     stack = stack_for(env)
     runner = runner_for(ctx, verbose=verbose)
-    result = rollback_environment(stack, runner, app=app, to=to, say=_say)
+    with audit_trail.recorded(stack, runner, "rollback") as outcome:  # an interrupted rollback too
+        result = rollback_environment(stack, runner, app=app, to=to, say=_say)
+        outcome.written = True  # rollback_environment wrote its line (ok / failed, per app)
     _report(result, json, verb="rollback")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flyops import audit
 from flyops.errors import OpsError, PreconditionFailed
 from flyops.present import console, print_json, table
 from flyops.tasks.base import runner_for, stack_for, task
@@ -62,21 +63,23 @@ def volumes(ctx, env, store=None, region=None, yes=False, json=False, verbose=Fa
         )
     if not runner.dry:
         confirm(f"Create/extend {len(todo)} volume(s) in {stack.env}?", yes=yes)
-    apply_volume_steps(runner, steps, on_step=lambda s: runner.echo(f"{s.app} {s.region}: {s.detail()}"))
-    if runner.dry:
-        return
-    after = [s for s in plan_store_volumes(stack, read_store_volumes(stack, runner, sel), sel) if s.mutating]
-    if after:
-        raise OpsError(
-            "volumes still differ from the stack after applying: "
-            + "; ".join(f"{s.app} {s.region} {s.detail()}" for s in after)
-        )
+    with audit.recorded(stack, runner, "keydb.volumes") as outcome:
+        apply_volume_steps(runner, steps, on_step=lambda s: runner.echo(f"{s.app} {s.region}: {s.detail()}"))
+        outcome.changed = "; ".join(f"{s.app} {s.region}: {s.detail()}" for s in todo)
+        if runner.dry:
+            return
+        after = [s for s in plan_store_volumes(stack, read_store_volumes(stack, runner, sel), sel) if s.mutating]
+        if after:
+            raise OpsError(
+                "volumes still differ from the stack after applying: "
+                + "; ".join(f"{s.app} {s.region} {s.detail()}" for s in after)
+            )
     runner.echo(f"volumes converged: {len(todo)} change(s) applied")
 
 
 @task(help={"env": "environment (fly/<env>.toml)", "check": "only report stale or missing files (exit 7), write nothing"})
 def render(ctx, env, check=False):
-    """Write keydb/<env>/<store>/ (Dockerfile, store.conf, start.sh, ...) for every store."""
+    """Write keydb/<env>/<store>/ (Dockerfile, store.conf, start.sh, ...) for every store (`inv --dry`: print only)."""
     from flyops.errors import ChangesPending
     from flyops.stores import stale_store_dirs, write_store_dirs
 
@@ -88,8 +91,9 @@ def render(ctx, env, check=False):
         if stale:
             raise ChangesPending(f"{len(stale)} store build file(s) differ", fix=f"inv keydb.render --env {stack.env}")
         return
-    for path in write_store_dirs(stack):
-        print(f"wrote {path.relative_to(stack.root)}")
+    writer = runner_for(ctx)
+    for path in write_store_dirs(stack, writer):
+        print(f"{'would write' if writer.dry else 'wrote'} {path.relative_to(stack.root)}")
 
 
 @task(help={

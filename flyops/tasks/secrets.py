@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from flyops import audit
 from flyops.envfile import load_env
 from flyops.errors import ChangesPending, OpsError
 from flyops.present import console, print_json, table
-from flyops.secrets_sync import SyncResult, lock_path, read_secrets_plan, rows_json, sync, verify
+from flyops.secrets_sync import SyncFailed, SyncResult, lock_path, read_secrets_plan, rows_json, sync, verify
 from flyops.tasks.base import root, runner_for, stack_for, task
 from flyops.tasks.confirm import confirm
 
 STATUS_STYLE = {"add": "green", "change": "yellow", "unknown": "yellow", "drift": "bold red",
-                "remove": "red", "unchanged": "dim", "external": "dim"}
+                "remove": "red", "unchanged": "dim", "external": "dim", "staged": "yellow"}
 HELP = {
     "env": "environment (fly/<env>.toml), e.g. staging",
     "app": "only this app: a component name (web, cache) or its Fly app name; default: all but the database",
@@ -41,7 +42,7 @@ def _plan(ctx, env, app, verbose):
 
 @task(help=HELP)
 def diff(ctx, env, app=None, json=False, verbose=False):
-    """Show secrets to add / change / remove per app, and drift on Fly (exit 7: differences)."""
+    """Show secrets to add / change / remove per app, drift on Fly, and values staged but not running (exit 7: differences)."""
     stack, _, _, plan = _plan(ctx, env, app, verbose)
     _show(plan, json)
     pending = plan.pending()
@@ -60,7 +61,7 @@ def sync_(ctx, env, app=None, prune=False, yes=False, force=False, restart=True,
     """Push secrets that differ (stdin only, staged), record them in fly/<env>/secrets.lock.json, restart once per app."""
     stack, envfile, runner, plan = _plan(ctx, env, app, verbose)
     _show(plan, json)
-    todo = [r for r in plan.pending() if r.status != "remove" or prune]
+    todo = [r for r in plan.pending() if r.status not in ("remove", "staged") or (r.status == "remove" and prune)]
     staged = [a for a, live in plan.live.items() if plan.deployed.get(a) and restart
               and any(s.get("status") in ("Staged", "Partial") for s in live or [])]
     if not todo and not staged:
@@ -72,14 +73,22 @@ def sync_(ctx, env, app=None, prune=False, yes=False, force=False, restart=True,
         if removing:
             what += f", including UNSETTING {len(removing)} secret(s): " + ", ".join(f"{r.app} {r.name}" for r in removing)
         confirm(f"Apply {what} in {stack.env}?", yes=yes)
-    result: SyncResult = sync(plan, runner, prune=prune, force=force, restart=restart, on_step=runner.echo)
-    if runner.dry:
-        return
-    left = verify(stack, envfile, runner, app=app, prune=prune)
-    if left:
-        raise OpsError("secrets still differ after sync: " + ", ".join(f"{r.app} {r.name} ({r.status})" for r in left))
-    pushed = sum(len(v) for v in result.pushed.values())
-    runner.echo(f"pushed {pushed} secret(s) to {len(result.pushed)} app(s), pruned "
-                f"{sum(len(v) for v in result.pruned.values())}, restarted {len(result.restarted)}; "
-                f"commit {lock_path(stack).relative_to(stack.root)}")
+    with audit.recorded(stack, runner, "secrets.sync") as outcome:
+        try:
+            result: SyncResult = sync(plan, runner, prune=prune, force=force, restart=restart, on_step=runner.echo)
+        except SyncFailed as exc:
+            outcome.changed = exc.result.per_app().replace("\n  ", " | ")
+            raise
+        pushed = sum(len(v) for v in result.pushed.values())
+        outcome.changed = (f"pushed {pushed} secret(s) to {len(result.pushed)} app(s), pruned "
+                           f"{sum(len(v) for v in result.pruned.values())}, restarted {len(result.restarted)}")
+        outcome.details = {"apps": {a: {"pushed": result.pushed.get(a, []), "pruned": result.pruned.get(a, []),
+                                        "restarted": a in result.restarted}
+                                    for a in sorted(set(result.pushed) | set(result.pruned) | set(result.restarted))}}
+        if runner.dry:
+            return
+        left = verify(stack, envfile, runner, app=app, prune=prune)
+        if left:
+            raise OpsError("secrets still differ after sync: " + ", ".join(f"{r.app} {r.name} ({r.status})" for r in left))
+    runner.echo(f"{outcome.changed}; commit {lock_path(stack).relative_to(stack.root)}")
 

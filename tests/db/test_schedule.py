@@ -234,7 +234,8 @@ def test_dockerfile_stages_and_what_the_runner_relies_on():
     runner = "\n".join(stages["runner"])
     assert "ARG PG_MAJOR" in runner
     assert 'postgresql-client-${PG_MAJOR}' in runner
-    assert "apt.postgresql.org" in runner and "bookworm-pgdg" in runner
+    # PGDG's suite is the base image's own Debian release, so DEBIAN_IMAGE=debian:trixie-slim works too
+    assert "apt.postgresql.org" in runner and '$(. /etc/os-release && echo "$VERSION_CODENAME")-pgdg' in runner
     assert "COPY --from=restic /restic /usr/local/bin/restic" in runner
     assert "COPY --from=app /opt/flyops /opt/flyops" in runner
     assert "USER runner" in runner  # never root (pg tools, least privilege)

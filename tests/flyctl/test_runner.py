@@ -253,3 +253,36 @@ def test_a_refused_token_is_exit_5_with_the_fix_and_other_failures_stay_exit_1(h
     with pytest.raises(FlyctlError) as exc:
         runner(home).run(fly.status("missing"))
     assert not isinstance(exc.value, TokenRefused) and exc.value.code == ExitCode.FAILURE
+
+
+def test_write_text_writes_atomically_only_when_the_content_differs(tmp_path, home):
+    r = runner(home)
+    path = tmp_path / "a" / "b" / "web.toml"
+    assert r.write_text(path, "x = 1\n", shown="web.toml") == "written"
+    assert path.read_text() == "x = 1\n" and stat.S_IMODE(path.stat().st_mode) == 0o644
+    path.chmod(0o600)
+    assert r.write_text(path, "x = 1\n") == "unchanged"
+    assert r.write_text(path, "x = 2\n") == "updated"
+    assert path.read_text() == "x = 2\n" and stat.S_IMODE(path.stat().st_mode) == 0o600  # its mode is kept
+    assert r.write_text(tmp_path / "start.sh", "#!/bin/sh\n", mode=0o755) == "written"
+    assert stat.S_IMODE((tmp_path / "start.sh").stat().st_mode) == 0o755
+    assert sorted(p.name for p in path.parent.iterdir()) == ["web.toml"]  # no temp file left
+    assert r.changes() == ["written web.toml", f"updated {path}", f"written {tmp_path / 'start.sh'}"]
+
+
+def test_write_text_under_dry_prints_and_touches_nothing(tmp_path, home):
+    r = runner(home, dry=True)
+    path = tmp_path / "new" / "web.toml"
+    assert r.write_text(path, "x = 1\n", shown="fly/staging/web.toml") == "written"
+    assert r.lines == ["[dry] write fly/staging/web.toml (6 bytes, would be written)"]
+    assert not path.parent.exists() and r.changes() == []
+
+
+def test_changes_are_successful_mutations_without_bookkeeping(home):
+    r = runner(home)
+    r.run(fly.apps_create("my-app-lock-staging", "personal"), bookkeeping=True)
+    r.run(fly.apps_create("my-app-staging-web", "personal"))
+    r.run(fly.apps_list("personal"))
+    with pytest.raises(FlyctlError):
+        r.run(fly.apps_create("my-app-staging-web", "personal"))  # taken: failed, changed nothing
+    assert r.changes() == ["fly apps create my-app-staging-web --org personal --json"]

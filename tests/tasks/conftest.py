@@ -55,6 +55,10 @@ class Ops:
     def mutations(self) -> list[list[str]]:
         return [e["argv"] for e in self.argv_log() if e["mutating"]]
 
+    def changes(self) -> list[list[str]]:
+        """Mutating calls, less the audit trail's and the deploy lock's (bookkeeping)."""
+        return [m for m in self.mutations() if not any(a.startswith(("my-app-ops-", "my-app-lock-")) for a in m)]
+
 
 @pytest.fixture
 def ops(tmp_path) -> Ops:

@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from tests.helpers import failed_code
+
 PROD_STORES = ["cable", "cache", "kredis", "jobs"]
 
 
@@ -28,7 +30,7 @@ def test_volumes_creates_one_per_store_per_region_then_nothing(ops):
         assert {v["name"] for v in vols} == {"redis_server" if store == "jobs" else "keydb_server"}
     assert {v["size_gb"] for v in live_volumes(ops, "my-app-production-cache")} == {2}
     before = len(ops.mutations())
-    assert before == 4 + 12  # the four apps, then one volume per store per region
+    assert len(ops.changes()) == 4 + 12  # the four apps, then one volume per store per region (and an audit line)
     r = ops.inv("keydb.volumes", "--env", "production", "--yes")
     assert r.returncode == 0, r.stderr
     assert len(ops.mutations()) == before  # convergent: the second run changes nothing
@@ -44,7 +46,7 @@ def test_volumes_store_option_and_extend(ops):
     assert [(s["region"], s["action"]) for s in steps] == [("fra", "extend"), ("iad", "create"), ("sin", "create")]
     vols = live_volumes(ops, "my-app-production-cache")
     assert len(vols) == 3 and {v["size_gb"] for v in vols} == {2}
-    assert all(m[0] == "volumes" and "my-app-production-cache" in m for m in ops.mutations()[5:])  # after 4 apps + 1 volume
+    assert all(m[0] == "volumes" and "my-app-production-cache" in m for m in ops.changes()[5:])  # after 4 apps + 1 volume
 
 
 def test_dry_run_prints_the_calls_and_changes_nothing(ops):
@@ -81,9 +83,13 @@ def test_missing_store_app_is_a_precondition(ops):
 
 def test_fault_midway_then_rerun_converges_without_duplicates(ops):
     create_store_apps(ops)
-    base = len(ops.mutations())
+    base, since = len(ops.mutations()), len(ops.argv_log())
     r = ops.inv("keydb.volumes", "--env", "production", "--yes", FAKEFLY_FAIL_AT=str(base + 5))
-    assert r.returncode == 1 and "500" in r.stderr
+    assert r.returncode == 8 == failed_code(ops.argv_log(), since) and "500" in r.stderr, r.stderr
+    assert "changed before it stopped (4): fly volumes create" in r.stderr
+    trail = json.loads(ops.inv("audit", "--env", "production", "--json").stdout)["entries"]
+    assert [(e["task"], e["result"][:7]) for e in trail] == [("keydb.volumes", "failed:")]
+    assert trail[0]["changed"].startswith("4 change(s): fly volumes create")
     r = ops.inv("keydb.volumes", "--env", "production", "--yes")
     assert r.returncode == 0, r.stderr
     for store in PROD_STORES:

@@ -26,7 +26,7 @@ def test_plan_reads_concurrently_after_the_app_list(ops):
     assert {tuple(e["argv"][:2]) for e in reads} == {("secrets", "list"), ("volumes", "list")}
     assert len(reads) == 3  # secrets for both apps, volumes for the store
     rows = json.loads(r.stdout)["rows"]
-    assert any(r["target"] == "my-app-staging-web" and r["action"] == "keep" for r in rows)
+    assert any(r["target"] == "my-app-staging-web" and r["action"] == "deploy" for r in rows)  # created, never deployed
 
 
 def test_plan_output_never_contains_secret_values(ops):
@@ -52,7 +52,7 @@ def test_local_env_is_not_on_fly(ops):
     assert r.returncode == 2 and "not deployed to Fly" in r.stderr
 
 
-def test_plan_after_up_has_nothing_pending(ops):
+def test_plan_after_up_without_deploy_has_only_the_first_deploys_pending(ops):
     up = ops.inv("up", "--env", "staging", "--yes", "--no-deploy")
     assert up.returncode == 0, up.stderr
     # not deployed yet: every component lacks its machine in fra, and plan says so
@@ -63,5 +63,6 @@ def test_plan_after_up_has_nothing_pending(ops):
     up = ops.inv("up", "--env", "staging", "--yes", "--image", "registry.fly.io/my-app:1")
     assert up.returncode == 0, up.stderr
     r = ops.inv("plan", "--env", "staging", "--json")
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert json.loads(r.stdout)["summary"]["create"] == 0
+    assert r.returncode == 7, r.stdout + r.stderr  # created, never deployed: not converged
+    summary = json.loads(r.stdout)["summary"]
+    assert summary["create"] == 0 and summary["change"] == 0 and summary["deploy"] == 6
