@@ -245,15 +245,29 @@ def _count(value: str | None) -> int:
         return 0
 
 
+# A master PINGs its replicas every repl-ping-replica-period (10 s by default, in KeyDB 6.3.4,
+# Redis and Valkey alike), so a link with nothing read for longer than this is stale even
+# while it still says "up": the server itself only drops it after repl-timeout (60 s).
+SILENT_LINK_SECONDS = 30
+
+
 def master_links(info: dict[str, str]) -> list[tuple[str, str]]:
-    """(host, link status) per master the node replicates from. KeyDB 6.3.4 prints one block per
-    master, master_host / master_1_host / ... with master_link_status / master_1_link_status
-    (genRedisInfoString, src/server.cpp); Redis and Valkey print one master_host block."""
+    """(host, link state) per master the node replicates from: "up", "down", or "silent Ns".
+    KeyDB 6.3.4 prints one block per master, master_host / master_1_host / ... with
+    master_link_status / master_1_link_status / master_1_last_io_seconds_ago (genRedisInfoString,
+    src/server.cpp); Redis and Valkey print one master_host block."""
     out = []
     for key, host in info.items():
         if key.startswith("master") and key.endswith("_host"):
             prefix = key[: -len("_host")]
-            out.append((host, info.get(f"{prefix}_link_status", "?")))
+            state = info.get(f"{prefix}_link_status", "?")
+            try:
+                silent = int(info.get(f"{prefix}_last_io_seconds_ago", "-1"))
+            except ValueError:
+                silent = -1
+            if state == "up" and silent > SILENT_LINK_SECONDS:
+                state = f"silent {silent}s"
+            out.append((host, state))
     return sorted(out)
 
 
@@ -278,9 +292,7 @@ def node_status(stack: Stack, store: str, region: str, info: dict[str, str] | No
     role = info.get("role", "?")
     replicas = int(info.get("connected_slaves", "0") or 0)
     links = master_links(info)
-    links_up = sum(1 for _, state in links if state == "up")
-    if "connected_masters" in info:  # KeyDB's own count
-        links_up = int(info["connected_masters"])
+    links_up = sum(1 for _, state in links if state == "up")  # KeyDB's connected_masters, less silent links
     oom = _count(info.get("errorstat_OOM"))
     loading = _count(info.get("errorstat_LOADING"))
     problems = []
