@@ -550,3 +550,35 @@ def test_status_of_a_node_alone_in_a_three_region_mesh(prod):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize(("engine", "maxmemory", "memory", "ok"), [
+    ("keydb", "204mb", "512mb", True), ("keydb", "205mb", "512mb", False),  # 40% of 512mb is 204.8mb
+    ("valkey", "256mb", "512mb", True), ("valkey", "257mb", "512mb", False),
+    ("redis", "400mb", "1gb", True), ("keydb", "400mb", "1gb", True), ("keydb", "400mb", "512mb", False),
+])
+def test_stack_memory_rule_per_engine(engine, maxmemory, memory, ok):
+    from pydantic import ValidationError
+
+    from flyops.stack import MAXMEMORY_SHARE, Store
+
+    fields = {"engine": engine, "purpose": "cache", "maxmemory": maxmemory, "policy": "allkeys-lru",
+              "volume": "v", "env_prefix": "X", "password_key": "X_PASSWORD", "vm": {"memory": memory}}
+    if ok:
+        Store(**fields)
+        return
+    with pytest.raises(ValidationError) as err:
+        Store(**fields)
+    share = f"{MAXMEMORY_SHARE[engine]:.0%}"
+    assert f"maxmemory {maxmemory} is more than {share} of vm.memory {memory}" in str(err.value)
+    assert "lower maxmemory or raise vm.memory" in str(err.value)
+
+
+def test_a_jobs_store_is_never_keydb():
+    from pydantic import ValidationError
+
+    from flyops.stack import Store
+
+    with pytest.raises(ValidationError, match="must not be KeyDB multi-master"):
+        Store(engine="keydb", purpose="jobs", maxmemory="100mb", policy="noeviction", volume="v",
+              env_prefix="X", password_key="X_PASSWORD")
