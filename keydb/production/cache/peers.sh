@@ -24,7 +24,7 @@
 set -u
 
 app=${FLY_APP_NAME:?FLY_APP_NAME is not set}
-self=${FLY_PRIVATE_IP:-}
+self=${FLY_PRIVATE_IP:?FLY_PRIVATE_IP is not set (a node must not replicate from itself)}
 state=${PEER_STATE:-/run/store-peers}
 cli=${PEER_CLI:-keydb-cli}
 dig=${PEER_DIG:-dig}
@@ -69,7 +69,7 @@ misses() {  # how many successful lookups in a row $1 was absent from
 
 once() {
   wanted=$(lookup) || return 0
-  wanted=$(printf '%s\n' "$wanted" | grep -vxF "${self:-none}")
+  wanted=$(printf '%s\n' "$wanted" | grep -vxF "$self")
   if ! listed=$(masters); then
     log "could not read INFO replication from the local server; nothing changed"
     return 0
