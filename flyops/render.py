@@ -93,6 +93,9 @@ def render_app(stack: Stack, component: str) -> str:
     return tomlkit.dumps(doc)
 
 
+STORE_KILL_TIMEOUT = "300s"
+
+
 def store_build_dir(stack: Stack, store: str) -> Path:
     """Where the store app is built from: keydb/<env>/<store>/ (rendered by keydb.render)."""
     return stack.root / "keydb" / stack.env / store
@@ -101,6 +104,12 @@ def store_build_dir(stack: Stack, store: str) -> Path:
 def render_store(stack: Stack, component: str) -> str:
     store: Store = stack.stores[component]
     doc = _head(stack, component)
+    # Fly's default stop is SIGINT and 5 s, then a kill: too short for the final save of a
+    # store. SIGTERM is the servers' own shutdown (save, fsync the AOF, exit); 300 s is
+    # the most a shared-CPU machine allows (fly.io/blog/graceful-vm-exits-some-dials; flyctl
+    # passes it as the machine's stop_config, internal/appconfig/machines.go). See keydb/README.md.
+    doc.add("kill_signal", _lit("SIGTERM"))
+    doc.add("kill_timeout", _lit(STORE_KILL_TIMEOUT))
     build_dir = store_build_dir(stack, component)
     # [build] dockerfile is resolved relative to the config file's folder (flyctl.md §3)
     dockerfile = os.path.relpath(build_dir / "Dockerfile", stack.rendered_dir())

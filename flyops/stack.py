@@ -174,6 +174,11 @@ class App(_Model):
         return self
 
 
+# The largest share of vm.memory maxmemory may take, per engine, from peaks measured on
+# real builds with keydb/mesh-check (keydb/README.md "Memory", bench/results/mesh-*.txt).
+MAXMEMORY_SHARE = {"keydb": 0.4, "valkey": 0.5, "redis": 0.5}
+
+
 class Store(_Model):
     engine: Literal["keydb", "valkey", "redis"]
     purpose: Literal["cable", "cache", "kv", "jobs"]
@@ -204,10 +209,17 @@ class Store(_Model):
                 "placement.per_region: a store runs one machine per region, on that region's volume "
                 "(a second machine would need a second volume and would not share the data)"
             )
-        if parse_size(self.maxmemory) >= parse_size(self.vm.memory):
+        if self.purpose == "jobs" and self.engine == "keydb":
             raise ValueError(
-                f"maxmemory {self.maxmemory} leaves no headroom in a {self.vm.memory} VM; "
-                "keep it at most ~80% of vm.memory"
+                'a jobs store must not be KeyDB multi-master (deletes come back, writes conflict): '
+                'use engine = "redis" or "valkey" (keydb/README.md)'
+            )
+        share = MAXMEMORY_SHARE[self.engine]
+        if parse_size(self.maxmemory) > share * parse_size(self.vm.memory):
+            raise ValueError(
+                f"maxmemory {self.maxmemory} is more than {share:.0%} of vm.memory {self.vm.memory} "
+                f"({self.engine}: replication buffers and the fork of a save or full sync come on top; "
+                "measured in keydb/README.md): lower maxmemory or raise vm.memory"
             )
         return self
 

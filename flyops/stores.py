@@ -62,8 +62,9 @@ def render_conf(stack: Stack, name: str) -> str:
         purpose=store.purpose,
         password_var=store.secret_name,
         save_lines="\n".join(f"save {s} {c}" for s, c in SAVE_LINES[store.purpose]),
-        # jobs must survive a crash between snapshots: append-only file as well
-        appendonly="yes" if store.purpose == "jobs" else "no",
+        # jobs and kv (Kredis: application state) must survive a crash between snapshots:
+        # append-only file as well; cable and cache are rebuilt by the app
+        appendonly="yes" if store.purpose in ("jobs", "kv") else "no",
         maxmemory_bytes=parse_size(store.maxmemory),
         policy=store.policy,
         replica_lines=replica,
@@ -218,30 +219,113 @@ def parse_info(text: str) -> dict[str, str]:
     return out
 
 
-def node_status(stack: Stack, store: str, region: str, info: dict[str, str] | None, error: str | None = None) -> dict:
-    """One row of `keydb.status`: what the node says against what the stack wants."""
+def expected_links_for(stack: Stack, store: str, region: str) -> int:
+    """How many replication links the node of `store` in `region` should have up: KeyDB, one
+    master per other region (the mesh); Valkey, one master (its primary) outside the primary
+    region and one replica per other region in it; Redis (one standalone instance), none."""
+    engine = stack.stores[store].engine
+    others = len(stack.regions) - 1
+    if engine == "keydb":
+        return others
+    if engine == "valkey":
+        return others if region == stack.primary_region else 1
+    return 0
+
+
+def _count(value: str | None) -> int:
+    """`errorstat_OOM:count=3` -> 3; plain integers as they are; missing -> 0."""
+    if not value:
+        return 0
+    if value.startswith("count="):
+        value = value.split(",", 1)[0][len("count="):]
+    try:
+        return int(value)
+    except ValueError:
+        return 0
+
+
+# A master PINGs its replicas every repl-ping-replica-period (10 s by default, in KeyDB 6.3.4,
+# Redis and Valkey alike), so a link with nothing read for longer than this is stale even
+# while it still says "up": the server itself only drops it after repl-timeout (60 s).
+SILENT_LINK_SECONDS = 30
+
+
+def master_links(info: dict[str, str]) -> list[tuple[str, str]]:
+    """(host, link state) per master the node replicates from: "up", "down", or "silent Ns".
+    KeyDB 6.3.4 prints one block per master, master_host / master_1_host / ... with
+    master_link_status / master_1_link_status / master_1_last_io_seconds_ago (genRedisInfoString,
+    src/server.cpp); Redis and Valkey print one master_host block."""
+    out = []
+    for key, host in info.items():
+        if key.startswith("master") and key.endswith("_host"):
+            prefix = key[: -len("_host")]
+            state = info.get(f"{prefix}_link_status", "?")
+            try:
+                silent = int(info.get(f"{prefix}_last_io_seconds_ago", "-1"))
+            except ValueError:
+                silent = -1
+            if state == "up" and silent > SILENT_LINK_SECONDS:
+                state = f"silent {silent}s"
+            out.append((host, state))
+    return sorted(out)
+
+
+def node_status(stack: Stack, store: str, region: str, info: dict[str, str] | None, error: str | None = None,
+                expected_links: int | None = None) -> dict:
+    """One row of `keydb.status`: what the node says against what the stack wants.
+
+    Not ok when it is unreachable, differs from the stack (maxmemory, policy, role), has
+    fewer links up than the mesh needs (a region that is isolated: none up), or is rejecting
+    writes (noeviction at maxmemory, or errors answered as OOM since the server started).
+    """
     want = stack.stores[store]
+    if expected_links is None:
+        expected_links = expected_links_for(stack, store, region)
     row: dict = {"store": store, "app": stack.app_name(store), "region": region, "engine": want.engine,
-                 "ok": False, "error": error}
+                 "ok": False, "error": error, "expected_links": expected_links}
     if info is None:
         row["problems"] = [error or "unreachable"]
         return row
     maxmemory = int(info.get("maxmemory", "0") or 0)
     used = int(info.get("used_memory", "0") or 0)
     role = info.get("role", "?")
-    peers = int(info.get("connected_slaves", "0") or 0)
-    masters = sum(1 for k in info if k.startswith("master_") and k.endswith("_host")) or (1 if "master_host" in info else 0)
+    replicas = int(info.get("connected_slaves", "0") or 0)
+    links = master_links(info)
+    links_up = sum(1 for _, state in links if state == "up")  # KeyDB's connected_masters, less silent links
+    oom = _count(info.get("errorstat_OOM"))
+    loading = _count(info.get("errorstat_LOADING"))
     problems = []
     if maxmemory != parse_size(want.maxmemory):
         problems.append(f"maxmemory {maxmemory} != stack {parse_size(want.maxmemory)}")
     if info.get("maxmemory_policy") != want.policy:
         problems.append(f"policy {info.get('maxmemory_policy')} != stack {want.policy}")
+    is_primary = region == stack.primary_region
     if want.engine == "valkey":
-        expect = "master" if region == stack.primary_region else "slave"
-        if role != expect:
+        expect = "master" if is_primary else "slave"
+        if role not in ((expect,) if is_primary else ("slave", "replica")):
             problems.append(f"role {role}, expected {expect} in {region}")
-    row.update(role=role, replicas=peers, masters=masters, used_memory=used, maxmemory=maxmemory,
+    if want.engine == "valkey" and is_primary:
+        have, what = replicas, "replicas"
+    else:
+        have, what = links_up, "masters"
+    if expected_links and have == 0:
+        problems.append(f"{region} is isolated: 0 of {expected_links} {what} connected")
+    elif have < expected_links:
+        problems.append(f"{have} of {expected_links} {what} connected")
+    for host, state in links:
+        if state != "up":
+            problems.append(f"link to {host} {state}")
+    if info.get("master_global_link_status") == "down" and not any("link to" in p for p in problems):
+        problems.append("master_global_link_status down")
+    writes_rejected = want.policy == "noeviction" and maxmemory and used >= maxmemory
+    if writes_rejected:
+        problems.append("at maxmemory with noeviction: writes are rejected (OOM)")
+    elif oom:
+        problems.append(f"{oom} write(s) rejected with OOM since the server started")
+    row.update(role=role, replicas=replicas, masters=len(links), masters_up=links_up, links=links,
+               used_memory=used, maxmemory=maxmemory,
                used_pct=round(100 * used / maxmemory, 1) if maxmemory else None, policy=info.get("maxmemory_policy"),
+               evicted_keys=_count(info.get("evicted_keys")), rejected_oom=oom, rejected_loading=loading,
                version=info.get("redis_version"), problems=problems, ok=not problems)
     return row
 

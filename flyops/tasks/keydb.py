@@ -103,9 +103,12 @@ def render(ctx, env, check=False):
     "verbose": "echo every flyctl call with its timing",
 })
 def status(ctx, env, store=None, json=False, verbose=False):
-    """Per store and region, through `fly proxy`: PING, role, peers, memory against maxmemory, policy vs the stack.
+    """Per store and region, through `fly proxy`: role, replication links (connected vs expected), memory, rejected writes.
 
-    Exit 7 when a node is unreachable or differs from the stack.
+    KeyDB nodes should each have every other region as a master with its link up; a Valkey
+    primary one replica per other region, a Valkey replica its primary's link up. Exit 7 when
+    a node is unreachable, a region is isolated (no link up), a link is down, writes are
+    rejected (OOM), or maxmemory/policy/role differ from the stack; the row names the region.
     """
     from flyops.envfile import load_env
     from flyops.errors import ChangesPending
@@ -141,12 +144,20 @@ def status(ctx, env, store=None, json=False, verbose=False):
     else:
         console().print(table(
             f"stores of {stack.env}",
-            ["store", "region", "engine", "role", "replicas", "used / max", "policy", "matches stack"],
-            [(x["store"], x["region"], x["engine"], x.get("role", "-"), x.get("replicas", "-"),
+            ["store", "region", "engine", "role", "links up / expected", "masters (link)", "replicas",
+             "used / max", "evicted", "rejected (OOM / LOADING)", "ok"],
+            [(x["store"], x["region"], x["engine"], x.get("role", "-"),
+              f"{x['masters_up'] if not (x['engine'] == 'valkey' and x['region'] == stack.primary_region) else x['replicas']}"
+              f" / {x['expected_links']}" if "role" in x else "-",
+              ", ".join(f"{h} ({state})" for h, state in x.get("links", [])) or "-",
+              x.get("replicas", "-"),
               f"{x['used_memory']} / {x['maxmemory']} ({x['used_pct']}%)" if x.get("maxmemory") else "-",
-              x.get("policy", "-"), "yes" if x["ok"] else "; ".join(x["problems"])) for x in rows],
+              x.get("evicted_keys", "-"),
+              f"{x['rejected_oom']} / {x['rejected_loading']}" if "role" in x else "-",
+              "yes" if x["ok"] else "; ".join(x["problems"])) for x in rows],
         ))
     bad = [x for x in rows if not x["ok"]]
     if bad:
-        raise ChangesPending(f"{len(bad)} store node(s) unreachable or not as the stack says",
-                             fix=f"inv keydb.render --env {stack.env} and deploy the store apps")
+        where = ", ".join(f"{x['store']} in {x['region']}" for x in bad)
+        raise ChangesPending(f"{len(bad)} store node(s) not ok ({where})",
+                             fix="each row says why; keydb/README.md (keydb.status) says what to do")

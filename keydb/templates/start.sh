@@ -1,13 +1,27 @@
 #!/bin/sh
 # Start the store server. Generated folder's copy of keydb/templates/start.sh.
+# It is the image's ENTRYPOINT (not the base image's docker-entrypoint.sh: KeyDB's
+# pkg/docker/Dockerfile appends `--requirepass "$KEYDB_PASSWORD"` to the command line) and
+# takes no arguments, so nothing can append a password to its argv.
 #
 # * The password comes from the app's secret (KEYDB_PASSWORD for KeyDB, REDIS_PASSWORD
-#   otherwise) and reaches the server on its stdin ("-" config), never in argv or a file.
+#   otherwise) and reaches the server on its stdin ("-" config, `keydb-server -` /
+#   `valkey-server -` / `redis-server -`: loadServerConfig's config_from_stdin in KeyDB 6.3.4
+#   src/config.cpp and Valkey 8.0.1 src/config.c), never in argv or a file; the variable is
+#   unset before the exec, so the server's environment does not hold it either.
+# * vm.overcommit_memory=1 (the fork for BGSAVE and full syncs) only on a Fly machine
+#   (FLY_MACHINE_ID set: the machine is its own VM with its own kernel), never on a host that
+#   merely runs this script (a test, a laptop); STORE_SYSCTL=no skips it there as well.
 # * KeyDB: the multi-master include, then peers.sh keeps the peer list current in the
 #   background (first node: no peers yet, it simply serves; peers are added as they appear).
 # * Valkey: replicas of <primary_region>.<app>.internal outside the primary region.
 # * Redis: one standalone instance.
 set -eu
+
+if [ $# -ne 0 ]; then
+  echo "start.sh: takes no arguments (got $#); the configuration comes from /etc/store and the app's secret" >&2
+  exit 2
+fi
 
 engine=${STORE_ENGINE:?STORE_ENGINE is not set (fly.toml [env])}
 conf_dir=${STORE_CONF_DIR:-/etc/store}
@@ -30,8 +44,15 @@ esac
 # quoted for the server's config parser: backslash and double quote escaped
 quoted=$(printf '%s' "$password" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')
 
-# best effort: these need privileges a Fly machine has and a test does not
-sysctl -w vm.overcommit_memory=1 >/dev/null 2>&1 || true
+if [ -n "${FLY_MACHINE_ID:-}" ] && [ "${STORE_SYSCTL:-yes}" != no ]; then
+  sysctl -w vm.overcommit_memory=1 >/dev/null 2>&1 \
+    || echo "start.sh: could not set vm.overcommit_memory=1; a BGSAVE fork may fail under memory pressure" >&2
+fi
+# the volume ([mounts] destination in fly.toml). STORE_DATA_DIR / STORE_PORT are for running
+# the rendered, unchanged store.conf outside a machine (tests, keydb/mesh-check); not set on Fly
+data_dir=${STORE_DATA_DIR:-/data}
+overrides=""
+if [ -n "${STORE_PORT:-}" ]; then overrides="port ${STORE_PORT}"; fi
 
 replicaof=""
 if [ "$engine" = valkey ] && [ -n "${FLY_REGION:-}" ] && [ -n "${PRIMARY_REGION:-}" ] \
@@ -41,14 +62,18 @@ fi
 include_keydb=""
 if [ "$engine" = keydb ]; then
   include_keydb="include $conf_dir/keydb-multimaster.conf"
-  if [ -x /fly/peers.sh ] && [ -z "${STORE_NO_PEERS:-}" ]; then
-    /fly/peers.sh loop &
+  peers="$(dirname "$0")/peers.sh"  # /fly/peers.sh in the image
+  if [ -x "$peers" ] && [ -z "${STORE_NO_PEERS:-}" ]; then
+    "$peers" loop &
   fi
 fi
 
+unset "$var" password
 exec "$server" - <<CONF
+dir $data_dir
 include $conf_dir/store.conf
 $include_keydb
+$overrides
 requirepass "$quoted"
 masterauth "$quoted"
 $replicaof

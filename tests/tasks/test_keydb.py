@@ -96,26 +96,44 @@ def test_fault_midway_then_rerun_converges_without_duplicates(ops):
         assert sorted(v["region"] for v in live_volumes(ops, f"my-app-production-{store}")) == ["fra", "iad", "sin"]
 
 
+def _redis(tmp_path, name, password, *extra_lines):
+    """A real Debian redis-server on a free loopback port (its config on stdin)."""
+    import shutil
+    import subprocess
+
+    from flyops.db.scratch import free_port
+
+    port = free_port()
+    data = tmp_path / name
+    data.mkdir()
+    proc = subprocess.Popen([shutil.which("redis-server"), "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            text=True)
+    proc.stdin.write("".join(line + "\n" for line in (
+        f"port {port}", "bind 127.0.0.1", f"requirepass {password}", f"masterauth {password}", 'save ""',
+        f"dir {data}", *extra_lines)))
+    proc.stdin.close()
+    return proc, port
+
+
 def test_status_through_fly_proxy_against_real_servers(ops, redis_server, tmp_path):
     """cache in fra: a redis-server started by the rendered start.sh + store.conf (matches the
-    stack); jobs in fra: the shared test redis-server (policy/maxmemory differ -> reported)."""
-    import os
+    stack; staging has one region, so no links are expected); jobs in fra: the shared test
+    redis-server (policy/maxmemory differ -> reported)."""
     import shutil
     import subprocess
 
     from flyops.db.scratch import free_port
     from flyops.stack import load_stack
-    from tests.test_stores import _served_copy, _wait
+    from tests.test_stores import _served_copy, _store_env, _wait
 
     stack = load_stack(ops.root, "staging")
     port = free_port()
-    folder = _served_copy(stack, "cache", tmp_path, port)
-    (folder / "keydb-multimaster.conf").write_text("# KeyDB-only part left out for redis-server\n")
+    folder = _served_copy(stack, "cache", tmp_path)
     password = "cache-pw-Yx8"
-    proc = subprocess.Popen(["sh", str(folder / "start.sh")], env={
-        "PATH": os.environ["PATH"], "STORE_ENGINE": "keydb", "STORE_CONF_DIR": str(folder),
-        "STORE_SERVER": shutil.which("redis-server"), "STORE_NO_PEERS": "1", "KEYDB_PASSWORD": password},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the KeyDB store's Redis-compatible config, unchanged, on Debian's redis-server
+    env = _store_env(tmp_path, "redis", "REDIS_PASSWORD", password, port, STORE_CONF_DIR=str(folder),
+                     STORE_SERVER=shutil.which("redis-server"))
+    proc = subprocess.Popen(["sh", str(folder / "start.sh")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait(port, password)
         values = dict(__import__("tests.tasks.conftest", fromlist=["x"]).STAGING_VALUES)
@@ -133,6 +151,7 @@ def test_status_through_fly_proxy_against_real_servers(ops, redis_server, tmp_pa
         assert r.returncode == 0, r.stderr
         (node,) = json.loads(r.stdout)["nodes"]
         assert node["ok"] and node["region"] == "fra" and node["role"] == "master"
+        assert node["expected_links"] == 0 and node["rejected_oom"] == 0
         assert node["policy"] == "allkeys-lru" and node["maxmemory"] == 200 * 1024 * 1024
         proxies = [e["argv"] for e in ops.argv_log() if e["argv"][0] == "proxy"]
         assert proxies and proxies[0][2] == "fra.my-app-staging-cache.internal"
@@ -145,3 +164,56 @@ def test_status_through_fly_proxy_against_real_servers(ops, redis_server, tmp_pa
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_status_names_an_isolated_region_and_a_down_link(ops, tmp_path):
+    """production cache (KeyDB, three regions) on three real redis-servers with real replication
+    links: fra replicates from a master that is down (link down, nothing connected: isolated),
+    iad from sin (link up, but 1 of the 2 masters a KeyDB mesh node needs), sin alone."""
+
+    from flyops.db.scratch import free_port
+    from tests.helpers import write_env
+    from tests.tasks.conftest import STAGING_VALUES
+
+    password = STAGING_VALUES["CACHE_STORE_PASSWORD"]
+    memory = ["maxmemory 400mb", "maxmemory-policy allkeys-lru"]
+    dead = free_port()  # nothing listens there: the master is down
+    procs = []
+    try:
+        sin, sin_port = _redis(tmp_path, "sin", password, *memory)
+        procs.append(sin)
+        iad, iad_port = _redis(tmp_path, "iad", password, *memory, f"replicaof 127.0.0.1 {sin_port}")
+        procs.append(iad)
+        fra, fra_port = _redis(tmp_path, "fra", password, *memory, f"replicaof 127.0.0.1 {dead}")
+        procs.append(fra)
+        write_env(ops.root, "production", STAGING_VALUES)
+        assert ops.fly("apps", "create", "my-app-production-cache", "--org", "personal").returncode == 0
+        (ops.home / "services.json").write_text(json.dumps({
+            f"{region}.my-app-production-cache.internal:6379": f"127.0.0.1:{p}"
+            for region, p in (("fra", fra_port), ("iad", iad_port), ("sin", sin_port))}))
+        import time
+
+        deadline = time.monotonic() + 20
+        while True:  # until iad's real link to sin is up
+            r = ops.inv("keydb.status", "--env", "production", "--store", "cache", "--json")
+            nodes = {n["region"]: n for n in json.loads(r.stdout)["nodes"]}
+            if nodes["iad"].get("masters_up") == 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert r.returncode == 7
+        assert "fra is isolated: 0 of 2 masters connected" in nodes["fra"]["problems"]
+        assert "link to 127.0.0.1 down" in nodes["fra"]["problems"]
+        assert nodes["fra"]["links"] == [["127.0.0.1", "down"]]
+        assert nodes["iad"]["links"] == [["127.0.0.1", "up"]]
+        assert nodes["iad"]["problems"] == ["1 of 2 masters connected"]
+        assert nodes["sin"]["problems"] == ["sin is isolated: 0 of 2 masters connected"]
+        assert not any(n["ok"] for n in nodes.values())
+        r = ops.inv("keydb.status", "--env", "production", "--store", "cache")
+        assert r.returncode == 7
+        assert "cache in fra, cache in iad, cache in sin" in r.stderr
+        assert "127.0.0.1 (down)" in r.stdout and "fra is isolated" in r.stdout
+        assert password not in r.stdout + r.stderr
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=10)
