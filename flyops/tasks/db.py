@@ -171,7 +171,7 @@ def restore(ctx, env, backup="latest", to="scratch", confirm=None, jobs=None, on
         other = load_stack(root(), src_env)
         repos[src_env] = from_stack.repo_config(other, load_env(root(), src_env, must_exist=True))
     target_env, target_stack = stack.env, stack
-    if to not in ("scratch",) and not to.startswith(("postgres://", "postgresql://")):
+    if to not in ("scratch",) and not pgconn.is_conninfo(to):
         if to not in envs:
             raise BadInput(f"--to {to!r}: use scratch, a postgres URL, or one of {', '.join(envs)}")
         target_env, target_stack = to, load_stack(root(), to)
@@ -203,9 +203,10 @@ def restore(ctx, env, backup="latest", to="scratch", confirm=None, jobs=None, on
 
 @contextlib.contextmanager
 def _target_url(stack, to: str, runner) -> Iterator[Secret]:
+    from flyops.db import pgconn
     from flyops.db import settings as from_stack
 
-    if to.startswith(("postgres://", "postgresql://")):
+    if pgconn.is_conninfo(to):
         yield Secret(to)
         return
     envfile = load_env(root(), stack.env, must_exist=True)
