@@ -123,7 +123,7 @@ WITH ext AS (SELECT classid, objid FROM pg_depend WHERE deptype = 'e'),
 sys AS (SELECT oid FROM pg_namespace WHERE nspname IN ('pg_catalog', 'information_schema')
         OR nspname LIKE 'pg\_toast%' OR nspname LIKE 'pg\_temp\_%')
 SELECT pg_describe_object('pg_class'::regclass, c.oid, 0), pg_get_userbyid(c.relowner),
-       ARRAY(SELECT a::text FROM unnest(coalesce(c.relacl, acldefault(CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END,
+       ARRAY(SELECT a::text FROM unnest(coalesce(c.relacl, acldefault(CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END::"char",
                                                                    c.relowner))) a ORDER BY 1), false
 FROM pg_class c WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c')
   AND c.relnamespace NOT IN (SELECT oid FROM sys)
@@ -183,16 +183,24 @@ def security_facts(conn: psycopg.Connection) -> dict:
     roles each row-level security policy applies to."""
     objects: dict[str, list] = {}
     definers: list[str] = []
-    for name, owner, acl, secdef in conn.execute(_OBJECTS).fetchall():
-        objects[name] = [owner, list(acl)]
-        if secdef:
-            definers.append(name)
+    # pg_describe_object leaves out schemas on the search_path (which a database's own settings
+    # may change): with only pg_catalog on it, every name is schema-qualified
+    previous = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
+    conn.execute("SELECT set_config('search_path', 'pg_catalog', false)")
+    try:
+        for name, owner, acl, secdef in conn.execute(_OBJECTS).fetchall():
+            objects[name] = [owner, list(acl)]
+            if secdef:
+                definers.append(name)
+        default_acls = conn.execute(_DEFAULT_ACLS).fetchall()
+        policies = conn.execute(_POLICIES).fetchall()
+    finally:
+        conn.execute("SELECT set_config('search_path', %s, false)", (previous,))
     return {
         "objects": dict(sorted(objects.items())),
-        "default_acls": [{"role": r, "schema": n, "type": t, "acl": list(a)}
-                         for r, n, t, a in conn.execute(_DEFAULT_ACLS).fetchall()],
+        "default_acls": [{"role": r, "schema": n, "type": t, "acl": list(a)} for r, n, t, a in default_acls],
         "security_definer": sorted(definers),
-        "policies": {name: list(roles) for name, roles in conn.execute(_POLICIES).fetchall()},
+        "policies": {name: list(roles) for name, roles in policies},
     }
 
 

@@ -12,6 +12,8 @@ PGPASSWORD on stdin (see flyops.hosts)."""
 
 from __future__ import annotations
 
+import re
+
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -35,7 +37,9 @@ def parse_url(url: Secret) -> dict:
         params = conninfo_to_dict(text)
     except psycopg.ProgrammingError as e:
         # libpq's message quotes no password (it names the bad option or URI part); redact anyway
+        # libpq quotes the URI in some messages ("... in URI: "postgres://u:pw@[::1/db""): mask it
         msg = redact(" ".join(str(e).split()), [url] if isinstance(url, Secret) else [])
+        msg = re.sub(r'(://[^:/@\s"]*:)[^@\s"]*@', r"\1***@", msg)
         raise BadInput(f"database URL cannot be parsed: {msg}",
                        fix="percent-encode special characters in user and password (@ is %40, / is %2F)") from None
     if not params.get("dbname"):
