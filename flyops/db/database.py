@@ -61,7 +61,14 @@ SELECT rolname FROM pg_roles WHERE oid IN (SELECT oid FROM closure) ORDER BY 1
 
 
 def referenced_roles(conn: psycopg.Connection) -> list[str]:
-    return [r[0] for r in conn.execute(_REFERENCED_ROLES).fetchall()]
+    # the recursive CTE's row estimate is far off, and JIT then compiles it: 0.72 s of 0.79 s
+    # on the regression database (EXPLAIN ANALYZE); without JIT it takes 20 ms
+    previous = conn.execute("SELECT current_setting('jit')").fetchone()[0]
+    conn.execute("SELECT set_config('jit', 'off', false)")
+    try:
+        return [r[0] for r in conn.execute(_REFERENCED_ROLES).fetchall()]
+    finally:
+        conn.execute("SELECT set_config('jit', %s, false)", (previous,))
 
 
 # -- pg_dumpall --roles-only, filtered ----------------------------------------------------------
@@ -70,6 +77,8 @@ _IDENT = r'(?:"(?:[^"]|"")*"|[A-Za-z_\x80-\uffff][A-Za-z0-9_$\x80-\uffff]*)'
 _ROLE_STMT = re.compile(rf'^(?:CREATE|ALTER|COMMENT ON) ROLE ({_IDENT})', re.S)
 _GRANT_STMT = re.compile(rf'^GRANT ({_IDENT}) TO ({_IDENT})', re.S)
 _GRANTED_BY = re.compile(rf'\s+GRANTED BY {_IDENT}\s*$', re.S)
+#: `ALTER ROLE r IN DATABASE d SET` names another database (this one's are in the properties)
+_IN_DATABASE = re.compile(rf'^ALTER ROLE {_IDENT} IN DATABASE ', re.S)
 _PASSWORD = re.compile(r"\s+PASSWORD '((?:[^']|'')*)'", re.S)
 
 
@@ -117,7 +126,7 @@ def role_statements(script: str, roles: Sequence[str]) -> dict:
                 grants.append({"role": role, "member": member, "sql": _GRANTED_BY.sub("", stmt)})
         elif m := _ROLE_STMT.match(stmt):
             name = unquote_ident(m.group(1))
-            if name in wanted and not name.startswith("pg_"):
+            if name in wanted and not name.startswith("pg_") and not _IN_DATABASE.match(stmt):
                 if pw := _PASSWORD.search(stmt):
                     passwords[name] = pw.group(1).replace("''", "'")
                     stmt = _PASSWORD.sub("", stmt)

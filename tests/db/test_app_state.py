@@ -160,7 +160,7 @@ def test_two_restores_at_once_succeed_side_by_side(pg, app_db, repo, lock_dir):
     before = database_row(pg, name)
 
     def one(_):
-        return restore(m["id"], env="staging", repos={"staging": repo}, server_url=pg.url("postgres"), prefetch=False)
+        return restore(m["id"], env="staging", repos={"staging": repo}, server_url=pg.url("postgres"))
 
     with ThreadPoolExecutor(2) as pool:
         a, b = pool.map(one, range(2))
