@@ -146,7 +146,9 @@ def test_a_restore_on_the_same_cluster_is_identical_and_leaves_the_source_alone(
     assert schema_dump(pg, new, owners=True) == schema_dump(pg, name, owners=True)
     assert fingerprints(pg.url(new).reveal()) == fingerprints(pg.url(name).reveal())
     src_row, new_row = database_row(pg, name), database_row(pg, new)
-    assert new_row[2:] == src_row[2:] or (new_row[2], new_row[4], new_row[6]) == (src_row[2], src_row[4], src_row[6])
+    assert (new_row[2], new_row[4], new_row[6]) == (src_row[2], src_row[4], src_row[6])  # owner, limit, comment
+    assert sorted(new_row[3].strip("{}").split(",")) == sorted(src_row[3].strip("{}").split(","))  # ACL
+    assert new_row[5] == src_row[5]  # ALTER DATABASE / ALTER ROLE IN DATABASE settings
     with psycopg.connect(pg.url(new).reveal()) as c:
         assert c.execute("SELECT extversion FROM pg_extension WHERE extname = 'hstore'").fetchone()[0] == "1.4"
         assert c.execute("SELECT has_function_privilege(%s, 'app.reset_balance(int)', 'EXECUTE')",

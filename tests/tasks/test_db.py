@@ -174,3 +174,20 @@ def test_sigterm_during_a_backup_records_nothing_and_frees_the_lock(local, pg, t
     assert listed == []
     again = local.inv("db.backup", "--env", "local", "--json")  # the lock was released
     assert again.returncode == 0, again.stderr
+
+
+def test_restore_as_a_role_without_createdb_is_one_message_exit_5(local, pg):
+    """A socket URL as libpq takes it (postgresql:///db?host=...), an application role without
+    CREATEDB: one message naming the fix, the documented exit code, no traceback, nothing dropped."""
+    assert local.inv("db.backup", "--env", "local").returncode == 0
+    role = f"app_{local.db}"
+    pg.psql(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        to = f"postgresql:///{local.db}_new?host={pg.socket_dir}&port={pg.port}&user={role}"
+        r = local.inv("db.restore", "--env", "local", "--to", to)
+        assert r.returncode == 5, r.stderr
+        assert "permission denied to create database" in r.stderr and "CREATEDB" in r.stderr
+        assert "Traceback" not in r.stderr
+        assert pg.psql("SELECT count(*) FROM users", dbname=local.db)  # the source is there
+    finally:
+        pg.psql(f'DROP ROLE "{role}"')
