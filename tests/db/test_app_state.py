@@ -318,3 +318,14 @@ def test_list_settings_are_quoted_element_by_element_as_pg_dump_does(pg, make_db
         got = c.execute("SELECT setconfig FROM pg_db_role_setting WHERE setdatabase = "
                         "(SELECT oid FROM pg_database WHERE datname = %s)", (db,)).fetchone()[0]
     assert got == ['search_path=app, "$user", "we""ird"', "statement_timeout=5s", "myapp.tenant=a b"]
+
+
+def test_db_verify_at_restore_level_checks_the_application_state_on_a_scratch_server(pg, app_db, repo, lock_dir):
+    from flyops.db.verify import verify
+
+    name, _tok = app_db
+    m = backup(source(pg, name), repo, lock_dir=lock_dir)
+    result = verify("restore", env="staging", repo_config=repo, backup=m, record=False)
+    assert result.ok, [c.to_dict() for c in result.failures()]
+    detail = {c.name: c.detail for c in result.checks}["matches manifest"]
+    assert "1 SECURITY DEFINER functions" in detail and "database settings and ACL" in detail
