@@ -285,17 +285,23 @@ def database_acl_sql(name: str, acl: Sequence[str], owner: str) -> list[sql.Comp
     return out
 
 
-def finish_database(conn: psycopg.Connection, name: str, props: Mapping | None, *, acl: bool = True) -> None:
+def finish_database(conn: psycopg.Connection, name: str, props: Mapping | None, *, acl: bool = True) -> list[str]:
     """After the data is in: the recorded comment, settings, ACL and connection limit onto the
     NEW database `name` (never onto another). Applied last so that a recorded
     `default_transaction_read_only`, `statement_timeout`, CONNECT restriction or connection
-    limit cannot get in pg_restore's way."""
+    limit cannot get in pg_restore's way. Returns what could not be applied: settings of roles
+    the target lacks (only when roles were not created: --no-owner --no-acl)."""
+    skipped: list[str] = []
     if not props:
-        return
+        return skipped
+    existing = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
     ident = sql.Identifier(name)
     if props.get("comment") is not None:
         conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(ident, sql.Literal(props["comment"])))
     for entry in props.get("settings", []):
+        if entry.get("role") is not None and entry["role"] not in existing:
+            skipped.append(f"settings of role {entry['role']} (no such role here): {', '.join(entry['settings'])}")
+            continue
         target = (sql.SQL("ALTER DATABASE {}").format(ident) if entry.get("role") is None else
                   sql.SQL("ALTER ROLE {} IN DATABASE {}").format(sql.Identifier(entry["role"]), ident))
         for setting in entry.get("settings", []):
@@ -307,6 +313,7 @@ def finish_database(conn: psycopg.Connection, name: str, props: Mapping | None, 
             conn.execute(stmt)
     if int(props.get("connection_limit", -1)) != -1:
         conn.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(ident, int(props["connection_limit"])))
+    return skipped
 
 
 # -- extensions at their recorded versions ----------------------------------------------------------

@@ -559,13 +559,14 @@ def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url:
             if target_env != manifest["environment"]:
                 _fix_rails_environment(c, target_env)
             c.execute("ANALYZE")
-        database.finish_database(admin, new_db, manifest.get("database_properties"), acl=not no_acl)
+        not_applied = database.finish_database(admin, new_db, manifest.get("database_properties"), acl=not no_acl)
 
         result = {"backup_id": manifest["id"], "source_env": src_env, "database": new_db,
                   "previous_database": None, "pre_restore_backup": pre_restore["id"] if pre_restore else None,
                   "manifest": manifest, "phases": phase_times(out), "prefetched": speculative is not None,
                   "stream_sha256": out.get("sha256"),  # set when the stream was hashed (a `latest` prefetch)
-                  "roles_created": roles_created, "owners_kept": not no_owner, "grants_kept": not no_acl}
+                  "roles_created": roles_created, "owners_kept": not no_owner, "grants_kept": not no_acl,
+                  "not_applied": not_applied}
         restored, new_db = new_db, None  # from here on the restored copy is kept, even if the swap fails
         if target_db is not None:
             old = new_database_name(target_db, "pre", now) if live else None

@@ -210,6 +210,8 @@ def restore(ctx, env, backup="latest", to="scratch", confirm=None, jobs=None, on
         out.print(f"  pinned pre-restore backup: {result['pre_restore_backup']}")
     if result.get("roles_created"):
         out.print(f"  roles created on the target from the backup: {', '.join(result['roles_created'])}")
+    for line in result.get("not_applied") or []:
+        out.print(f"  not applied: {line}")
     if not (result.get("owners_kept") and result.get("grants_kept")):
         lost = [w for w, kept in (("owners", result.get("owners_kept")), ("grants", result.get("grants_kept"))) if not kept]
         out.print(f"  {' and '.join(lost)} NOT restored (as asked: --no-owner / --no-acl)")
