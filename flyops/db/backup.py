@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from flyops.db import pgconn
+from flyops.db import database, pgconn
 from flyops.db.config import DEFAULT_TOOLS, BackupSource, Notify, RepoConfig, Retention, Tools
 from flyops.db.manifest import KINDS, database_facts, new_backup_id, utcnow
 from flyops.db.restic import TAG, Repo, explain_failure, summary, tag_value
@@ -197,8 +197,12 @@ def operator() -> str:
 
 def backup(source: BackupSource, repo_config: RepoConfig, *, host: Host | None = None, kind: str = "manual",
            reason: str = "", pinned: bool = False, tools: Tools = DEFAULT_TOOLS, notify: Notify | None = None,
-           lock_dir: Path | None = None) -> dict:
-    """Back up `source` into the repository; returns the manifest. Raises Busy, PreconditionFailed, OpsError."""
+           lock_dir: Path | None = None, role_passwords: bool = False) -> dict:
+    """Back up `source` into the repository; returns the manifest. Raises Busy, PreconditionFailed, OpsError.
+
+    The manifest records the roles the database uses (`pg_dumpall --roles-only`, filtered;
+    their password hashes only with `role_passwords`), the database's own properties and who
+    owns and may use what (`flyops.db.database`, `flyops.db.manifest.security_facts`)."""
     if kind not in KINDS:
         raise BadInput(f"kind {kind!r}: expected one of {', '.join(KINDS)}")
     host = host or LocalHost()
@@ -206,7 +210,7 @@ def backup(source: BackupSource, repo_config: RepoConfig, *, host: Host | None =
         with backup_lock(source.env, lock_dir):
             with host.reach(source.url) as session_url:
                 return _backup_locked(source, session_url, repo_config, host, kind, reason,
-                                      pinned or kind == "pre-restore", tools, notify)
+                                      pinned or kind == "pre-restore", tools, notify, role_passwords)
     except Busy:
         raise  # the other run reports for itself
     except (OpsError, KeyboardInterrupt) as e:
@@ -215,7 +219,8 @@ def backup(source: BackupSource, repo_config: RepoConfig, *, host: Host | None =
 
 
 def _backup_locked(source: BackupSource, session_url: Secret, repo_config: RepoConfig, host: Host, kind: str,
-                   reason: str, pinned: bool, tools: Tools, notify: Notify | None) -> dict:
+                   reason: str, pinned: bool, tools: Tools, notify: Notify | None,
+                   role_passwords: bool = False) -> dict:
     """pg_dump runs on `host` with `source.url`; this process's SQL session (exported snapshot,
     counts, advisory lock) uses `session_url`, the same database as reached from here."""
     repo = Repo(repo_config, host, tools)
@@ -250,6 +255,7 @@ def _backup_locked(source: BackupSource, session_url: Secret, repo_config: RepoC
         conn.execute("COMMIT")
         out = parse_kv(r.stdout)
         _check_pipeline(r, out, host)
+        roles = database.record_roles(host, tools, source.url, facts["referenced_roles"], passwords=role_passwords)
         s = summary(out["summary"])
         manifest = {
             "format": 1,
@@ -273,6 +279,9 @@ def _backup_locked(source: BackupSource, session_url: Secret, repo_config: RepoC
             "large_objects": facts["large_objects"],
             "schema_migrations_head": facts["schema_migrations_head"],
             "tables": facts["tables"],
+            "database_properties": facts["database_properties"],
+            "security": facts["security"],
+            "roles": roles,
             "restic_snapshot": s["snapshot_id"],
             "logical_bytes": s.get("total_bytes_processed"),
             "added_bytes": s.get("data_added"),

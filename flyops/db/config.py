@@ -87,6 +87,7 @@ class Tools:
     pg_dump: str = "pg_dump"
     pg_restore: str = "pg_restore"
     restic: str = "restic"
+    pg_dumpall: str = "pg_dumpall"  # --roles-only: the roles a backup records (flyops.db.database)
 
 
 @dataclass(frozen=True)

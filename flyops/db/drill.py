@@ -42,10 +42,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import psycopg
 import sh
-from psycopg import sql as psql
 
-from flyops.db import pgconn
+from flyops.db import database, pgconn
 from flyops.db.backup import (
     MANIFEST_FILE,
     find_backup,
@@ -57,7 +57,14 @@ from flyops.db.backup import (
 from flyops.db.config import DEFAULT_TOOLS, RepoConfig, Tools
 from flyops.db.report import default_report_base, write_reports
 from flyops.db.restic import Repo
-from flyops.db.restore import manifest_restore_script, missing_extensions, phase_times, split_tables
+from flyops.db.restore import (
+    database_error,
+    manifest_restore_script,
+    missing_extensions,
+    new_database_name,
+    phase_times,
+    split_tables,
+)
 from flyops.db.scratch import ScratchCluster, find_pg_bindir
 from flyops.db.verify import Check, VerifyResult, check_restored
 from flyops.errors import (
@@ -465,7 +472,8 @@ def run_drill(*, env: str, repo_config: RepoConfig, backup: str = "latest", targ
                     progress(event="provisioned", **{k: v for k, v in facts.items() if k in ("port", "dir", "app")})
                     server_url = target.server_url()
                     db = _prepare_database(server_url, manifest, facts)
-                    result.restored = {"target": facts.get("target"), "database": db}
+                    result.restored = {"target": facts.get("target"), "database": db,
+                                       "roles_created": facts.get("roles_created", [])}
                 db_url = pgconn.with_dbname(server_url, db)
 
                 with _phase(result, "restore", progress, signals) as ph:
@@ -488,13 +496,15 @@ def run_drill(*, env: str, repo_config: RepoConfig, backup: str = "latest", targ
                                        code=ExitCode.VERIFY_FAILED)
                     with pgconn.connect(db_url) as c:
                         c.execute("ANALYZE")
+                    with pgconn.connect(server_url) as admin:
+                        database.finish_database(admin, db, manifest.get("database_properties"))
                     t = phase_times(out)
                     n = 1 + sum(1 for lst in split_tables(manifest.get("tables", {}), jobs)[1:] if lst)
                     ph.detail = (f"streamed: {result.fetched['bytes']} bytes fetched by {t.get('fetched', 0):.1f} s, "
                                  f"SHA-256 matches the manifest; data loaded by {t.get('data', 0):.1f} s "
                                  f"({n} loader{'s' if n > 1 else ''}); indexes and constraints by "
-                                 f"{t.get('post', 0):.1f} s (pg_restore --no-owner --no-acl --exit-on-error, "
-                                 f"post-data -j {jobs}); then ANALYZE")
+                                 f"{t.get('post', 0):.1f} s (pg_restore --exit-on-error, owners and grants kept, "
+                                 f"post-data -j {jobs}); then ANALYZE and the database's settings and ACL")
 
                 with _phase(result, "verify", progress, signals) as ph:
                     v = VerifyResult(level="restore", env=env, backup_id=manifest["id"],
@@ -512,7 +522,9 @@ def run_drill(*, env: str, repo_config: RepoConfig, backup: str = "latest", targ
             except KeyboardInterrupt:
                 result.interrupted = True
                 result.error = "interrupted by a signal"
-            except OpsError as e:
+            except (OpsError, psycopg.Error) as e:
+                if isinstance(e, psycopg.Error):
+                    e = database_error(e, "the drill's database work failed")  # noqa: PLW2901
                 result.error = " ".join(e.message.split())
                 result.error_code = e.code
                 if isinstance(e, VerificationFailed) or e.code == ExitCode.VERIFY_FAILED:
@@ -568,25 +580,26 @@ def _phase(result: DrillResult, name: str, progress: _Progress, signals: _Signal
 
 
 def _prepare_database(server_url: Secret, manifest: dict, facts: dict) -> str:
-    """Preflight on the drill server, then an empty `<db>_drill` with the public-schema extensions."""
+    """Preflight on the drill server, then the backup's roles the server lacks, and an empty
+    `<db>_drill_<ts>_<hex>` with the recorded encoding, locale and owner and the public-schema
+    extensions at their recorded versions."""
     with pgconn.connect(server_url) as admin:
         missing = missing_extensions(admin, manifest)
         if missing:
-            raise PreconditionFailed(f"the drill server lacks extensions the backup needs: {', '.join(missing)}",
+            raise PreconditionFailed(f"the drill server cannot create the backup's extensions at their versions: "
+                                     f"{'; '.join(missing)}",
                                      fix="install postgresql-contrib (or the named extensions) where the drill runs")
         server_num = int(admin.execute("SHOW server_version_num").fetchone()[0])
         if server_num // 10000 < int(manifest["server_version_num"]) // 10000:
             raise PreconditionFailed(
                 f"drill server {server_num // 10000} is older than the backup's {manifest['server_version_num'] // 10000}",
                 fix="install that PostgreSQL major where the drill runs")
-        db = f"{manifest['database'][:40]}_drill"
-        admin.execute(psql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psql.Identifier(db)))
-        admin.execute(psql.SQL("CREATE DATABASE {} TEMPLATE template0").format(psql.Identifier(db)))
+        db = new_database_name(manifest["database"], "drill")
+        facts["roles_created"] = database.create_missing_roles(admin, manifest.get("roles"))
+        admin.execute(database.create_database_sql(db, manifest.get("database_properties"), owner=True,
+                                                   server_num=server_num))
     with pgconn.connect(pgconn.with_dbname(server_url, db)) as c:
-        for ext in manifest.get("extensions", []):
-            if ext.get("schema") == "public":
-                c.execute(psql.SQL("CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA public")
-                          .format(psql.Identifier(ext["name"])))
+        database.create_extensions(c, manifest)
     return db
 
 

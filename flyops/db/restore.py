@@ -7,9 +7,14 @@ live) while the manifest is read → preflight on the target server (extensions 
 pg_restore new enough, confirm name) → pinned `pre-restore` backup of a live target → create
 `<db>_restore_<ts>` → on the host: loaders follow the temp file `restic dump` writes
 (`restore_script`; a prefetch whose stream does not hash to the manifest's SHA-256 is redone
-from the exact snapshot), `pg_restore --no-owner --no-acl --exit-on-error` → Rails environment fix-up →
-ANALYZE → for a live target: terminate connections and swap by rename, keeping the old
-database as `<db>_pre_<ts>`.
+from the exact snapshot), `pg_restore --exit-on-error` (owners and grants kept, the roles they
+name created first when the target lacks them: `flyops.db.database`) → Rails environment
+fix-up → ANALYZE → the database's recorded comment, settings and ACL → for a live target:
+terminate connections and swap by rename, keeping the old database as `<db>_pre_<ts>_<hex>`.
+
+Names are built and checked in bytes (PostgreSQL cuts identifiers at NAMEDATALEN-1 = 63 bytes,
+not characters) with a random suffix, and only what this run created (recorded as such once
+its CREATE succeeded) is ever dropped.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 from psycopg import sql
 
-from flyops.db import pgconn
+from flyops.db import database, pgconn
 from flyops.db.backup import (
     DUMP_FILE,
     SHA256_FUNCTION,
@@ -277,14 +283,16 @@ fi
 
 
 def manifest_restore_script(repo: Repo, dump_snapshot: str, manifest: Mapping, tools: Tools, db_url: Secret,
-                            jobs: int, expected_sha256: str | None = None, *, prefetched: str | None = None) -> str:
+                            jobs: int, expected_sha256: str | None = None, *, prefetched: str | None = None,
+                            no_owner: bool = False, no_acl: bool = False) -> str:
     """`restore_script` for a backup: its dump snapshot fetched with `repo` (or already being
     fetched by the prefetch `prefetched`), loaded into the database at `db_url` (password left
     out of argv: it travels as PGPASSWORD on stdin), its tables shared among loaders by the
     manifest's row counts. Used by `restore` and the drill."""
     fetch_argv = None if prefetched else repo.argv("dump", dump_snapshot, "/" + manifest["file"])
     return restore_script(fetch_argv, int(manifest["bytes"]),
-                          pg_restore_argv(tools, pgconn.conninfo_without_password(db_url), jobs),
+                          pg_restore_argv(tools, pgconn.conninfo_without_password(db_url), jobs,
+                                          no_owner=no_owner, no_acl=no_acl),
                           split_tables(manifest.get("tables", {}), jobs), expected_sha256=expected_sha256,
                           prefetched=prefetched)
 
@@ -372,9 +380,47 @@ def restore_timeline(phases: Mapping[str, float]) -> str:
     return ", ".join(f"{PHASES[k]} at {v:.1f} s" for v, k in marks)
 
 
-def pg_restore_argv(tools: Tools, conninfo: str, jobs: int) -> list[str]:
-    return [tools.pg_restore, "--no-owner", "--no-acl", "--exit-on-error", f"--jobs={max(1, jobs)}",
-            "--dbname", conninfo]
+def pg_restore_argv(tools: Tools, conninfo: str, jobs: int, *, no_owner: bool = False,
+                    no_acl: bool = False) -> list[str]:
+    """Owners and grants are restored unless asked otherwise (`--no-owner`: every object owned
+    by the restoring role, so SECURITY DEFINER functions run with its rights; `--no-acl`: no
+    GRANT/REVOKE, so roles lose their access and PUBLIC keeps EXECUTE on every function)."""
+    flags = (["--no-owner"] if no_owner else []) + (["--no-acl"] if no_acl else [])
+    return [tools.pg_restore, *flags, "--exit-on-error", f"--jobs={max(1, jobs)}", "--dbname", conninfo]
+
+
+#: PostgreSQL's longest identifier in bytes (NAMEDATALEN - 1); longer ones are cut (scan.l
+#: truncate_identifier), which could map a new database's name onto an existing one
+NAME_MAX_BYTES = 63
+
+
+def new_database_name(base: str, kind: str, when: datetime | None = None, token: str | None = None) -> str:
+    """`<base>_<kind>_<yyyymmddhhmmss>_<4 hex>`, at most 63 bytes in UTF-8: `base` is cut at a
+    character boundary to fit, so PostgreSQL never truncates it, and the random part keeps two
+    runs in the same second apart."""
+    stamp = (when or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
+    suffix = f"_{kind}_{stamp}_{token or secrets.token_hex(2)}"
+    room = NAME_MAX_BYTES - len(suffix.encode())
+    if room < 1:
+        raise ValueError(f"name suffix {suffix!r} leaves no room")
+    name = base.encode()[:room].decode("utf-8", "ignore") + suffix
+    assert len(name.encode()) <= NAME_MAX_BYTES
+    return name
+
+
+def database_error(e: psycopg.Error, doing: str) -> OpsError:
+    """One readable error for a database failure (no traceback), with the fix where known."""
+    msg = " ".join(str(e).split())[:500]
+    if isinstance(e, psycopg.errors.InsufficientPrivilege):
+        return PreconditionFailed(
+            f"{doing}: {msg}",
+            fix="restore as a role with CREATEDB (and CREATEROLE when the target lacks the backup's roles), "
+                "e.g. the postgres superuser: pass --to with that role's URL, or `ALTER ROLE <role> CREATEDB`")
+    if isinstance(e, psycopg.errors.InvalidParameterValue | psycopg.errors.FeatureNotSupported):
+        return PreconditionFailed(f"{doing}: {msg}",
+                                  fix="the target server lacks the backup's encoding or locale; install that locale "
+                                      "(locales-all, or ICU) or restore onto a server that has it")
+    return OpsError(f"{doing}: {msg}")
 
 
 def _db_exists(conn, name: str) -> bool:
@@ -382,15 +428,20 @@ def _db_exists(conn, name: str) -> bool:
 
 
 def missing_extensions(conn, manifest: dict) -> list[str]:
-    available = {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions").fetchall()}
-    return sorted(e["name"] for e in manifest.get("extensions", []) if e["name"] not in available)
+    """Why the target cannot have the backup's extensions at their recorded versions."""
+    return database.extension_problems(conn, manifest)
 
 
 def restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url: Secret,
             target_db: str | None = None, confirm: str | None = None, target_env: str | None = None,
             host: Host | None = None, tools: Tools = DEFAULT_TOOLS, jobs: int = 2,
-            lock_dir: Path | None = None, prefetch: bool = True) -> dict:
+            lock_dir: Path | None = None, prefetch: bool = True, no_owner: bool = False,
+            no_acl: bool = False) -> dict:
     """Restore `ref` onto the server at `server_url` (any database on it; used for admin SQL).
+
+    Owners, grants, the database's settings, comment and ACL come back as recorded; roles the
+    target lacks are created from the backup first (`roles_created` in the result).
+    no_owner / no_acl: pg_restore's flags of the same name (see `pg_restore_argv`).
 
     target_db=None: a new database `<db>_restore_<ts>` (safe default, nothing is replaced).
     target_db=<name> that exists: replaced only when confirm == name; a pinned pre-restore
@@ -400,14 +451,17 @@ def restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url: 
     """
     host = host or LocalHost()
     with host.reach(server_url) as session_url:
-        return _restore(ref, env=env, repos=repos, server_url=server_url, session_url=session_url,
-                        target_db=target_db, confirm=confirm, target_env=target_env, host=host, tools=tools,
-                        jobs=jobs, lock_dir=lock_dir, prefetch=prefetch)
+        try:
+            return _restore(ref, env=env, repos=repos, server_url=server_url, session_url=session_url,
+                            target_db=target_db, confirm=confirm, target_env=target_env, host=host, tools=tools,
+                            jobs=jobs, lock_dir=lock_dir, prefetch=prefetch, no_owner=no_owner, no_acl=no_acl)
+        except psycopg.Error as e:
+            raise database_error(e, f"restore onto {pgconn.display(server_url)} failed") from None
 
 
 def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url: Secret, session_url: Secret,
              target_db: str | None, confirm: str | None, target_env: str | None, host: Host, tools: Tools,
-             jobs: int, lock_dir: Path | None, prefetch: bool) -> dict:
+             jobs: int, lock_dir: Path | None, prefetch: bool, no_owner: bool, no_acl: bool) -> dict:
     """`restore` once the server is reachable from here at `session_url` (admin SQL, checks)
     and from the host at `server_url` (pg_restore, the pre-restore pg_dump)."""
     target_env = target_env or env
@@ -415,9 +469,9 @@ def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url:
     if src_env not in repos:
         raise BadInput(f"{ref}: no repository configured for environment {src_env!r}")
     repo = Repo(repos[src_env], host, tools)
-    ts = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    now = datetime.now(UTC)
     admin = pgconn.connect(session_url)
-    new_db: str | None = None
+    new_db: str | None = None  # set only once this run's CREATE DATABASE succeeded: the only drop
     speculative: Prefetch | None = None
     try:
         live = target_db is not None and _db_exists(admin, target_db)
@@ -436,8 +490,10 @@ def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url:
         missing = missing_extensions(admin, manifest)
         if missing:
             raise PreconditionFailed(
-                f"backup {manifest['id']} needs extensions the target server lacks: {', '.join(missing)}",
-                fix="install them on the target (e.g. postgresql-contrib) before restoring")
+                f"backup {manifest['id']} needs extensions at versions the target server cannot create: "
+                f"{'; '.join(missing)}",
+                fix="install them on the target (e.g. postgresql-contrib of the backup's major, which ships every "
+                    "older version's script), or update the extension on the source and take a new backup")
         restore_major, _ = client_version(host, tools.pg_restore)
         dump_major = int(str(manifest.get("pg_dump_version", "0")).split(".")[0] or 0)
         check_versions(restore_major, dump_major * 10000, tool="pg_restore")
@@ -458,27 +514,37 @@ def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url:
 
         # -- restore into a new database ------------------------------------------------------
         base = target_db or manifest["database"]
-        new_db = f"{base[:30]}_restore_{ts}"
-        new_url = pgconn.with_dbname(server_url, new_db)  # as the host reaches it (pg_restore)
-        new_session = pgconn.with_dbname(session_url, new_db)  # as this process reaches it
+        name = new_database_name(base, "restore", now)
+        new_url = pgconn.with_dbname(server_url, name)  # as the host reaches it (pg_restore)
+        new_session = pgconn.with_dbname(session_url, name)  # as this process reaches it
         secrets_ = {**repos[src_env].secrets(), **pgconn.libpq_secrets(server_url)}
-        _create_database(admin, new_db, new_session, manifest)
+        roles_created = [] if (no_owner and no_acl) else database.create_missing_roles(admin, manifest.get("roles"))
+        server_num = int(admin.execute("SHOW server_version_num").fetchone()[0])
+        create = database.create_database_sql(name, manifest.get("database_properties"), owner=not no_owner,
+                                              server_num=server_num)
+        admin.execute(create)
+        new_db = name  # ours from here on
+        _create_database(new_session, manifest)
         if speculative is not None and not speculative.running():  # it failed, or gave its file up
             speculative.close()
             speculative = None
         if speculative is not None:
             speculative.claimed = True  # the script claims the prefetch's folder (and removes it) from here on
             script = manifest_restore_script(repo, dump_snapshot, manifest, tools, new_url, jobs,
-                                             speculative.expected_sha256(manifest), prefetched=speculative.token)
+                                             speculative.expected_sha256(manifest), prefetched=speculative.token,
+                                             no_owner=no_owner, no_acl=no_acl)
             out, r = _run_restore(host, script, secrets_)
             if Prefetch.missed(out, manifest):  # a newer dump without a manifest, or a failure: once more, exactly
                 admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(new_db)))
-                _create_database(admin, new_db, new_session, manifest)
+                new_db = None
+                admin.execute(create)
+                new_db = name
+                _create_database(new_session, manifest)
                 speculative.close()
                 speculative = None
         if speculative is None:
-            out, r = _run_restore(host, manifest_restore_script(repo, dump_snapshot, manifest, tools, new_url, jobs),
-                                  secrets_)
+            out, r = _run_restore(host, manifest_restore_script(repo, dump_snapshot, manifest, tools, new_url, jobs,
+                                                                no_owner=no_owner, no_acl=no_acl), secrets_)
         tail = "\n".join(r.stderr.strip().splitlines()[-10:])
         if out.get("rc_fetch") != "0" and out.get("rc_fetch") != "143":  # 143: stopped after a loader failed
             raise OpsError(f"could not fetch backup {manifest['id']} from {repo.location} on {host.name}:\n{tail}")
@@ -493,14 +559,17 @@ def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url:
             if target_env != manifest["environment"]:
                 _fix_rails_environment(c, target_env)
             c.execute("ANALYZE")
+        not_applied = database.finish_database(admin, new_db, manifest.get("database_properties"), acl=not no_acl)
 
         result = {"backup_id": manifest["id"], "source_env": src_env, "database": new_db,
                   "previous_database": None, "pre_restore_backup": pre_restore["id"] if pre_restore else None,
                   "manifest": manifest, "phases": phase_times(out), "prefetched": speculative is not None,
-                  "stream_sha256": out.get("sha256")}  # set when the stream was hashed (a `latest` prefetch)
+                  "stream_sha256": out.get("sha256"),  # set when the stream was hashed (a `latest` prefetch)
+                  "roles_created": roles_created, "owners_kept": not no_owner, "grants_kept": not no_acl,
+                  "not_applied": not_applied}
         restored, new_db = new_db, None  # from here on the restored copy is kept, even if the swap fails
         if target_db is not None:
-            old = f"{target_db[:35]}_pre_{ts}" if live else None
+            old = new_database_name(target_db, "pre", now) if live else None
             _swap(admin, target_db, restored, old)
             result.update(database=target_db, previous_database=old)
         return result
@@ -513,14 +582,10 @@ def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url:
         admin.close()
 
 
-def _create_database(admin, name: str, session_url: Secret, manifest: Mapping) -> None:
-    """The empty database a restore loads into, with the manifest's public-schema extensions."""
-    admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+def _create_database(session_url: Secret, manifest: Mapping) -> None:
+    """The manifest's public-schema extensions, at their versions, in the new empty database."""
     with pgconn.connect(session_url) as c:
-        for ext in manifest.get("extensions", []):
-            if ext.get("schema") == "public":  # other schemas do not exist yet; pg_restore creates those
-                c.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA public")
-                          .format(sql.Identifier(ext["name"])))
+        database.create_extensions(c, manifest)
 
 
 def _run_restore(host: Host, script: str, secrets_: Mapping[str, Secret]):

@@ -66,14 +66,14 @@ def database_url(stack: Stack, envfile: EnvFile, runner: FlyRunner | None, *, di
     app = stack.app_name(COMPONENT_DB)
     name = stack.database.name
     if direct:
-        yield Secret(f"postgresql://postgres:{quote(password.reveal(), safe='')}@{app}.internal:{PG_PORT}/{name}")
+        yield Secret(f"postgresql://postgres:{quote(password.reveal(), safe='')}@{app}.internal:{PG_PORT}/{quote(name, safe='')}")
         return
     if runner is None:
         raise BadInput("a Fly database needs flyctl to open `fly proxy`")
     runner.add_masks([password])
     with runner.start_proxy(fly.proxy(app, free_port(), PG_PORT)) as proxy:
         yield Secret(
-            f"postgresql://postgres:{quote(password.reveal(), safe='')}@127.0.0.1:{proxy.local_port}/{name}"
+            f"postgresql://postgres:{quote(password.reveal(), safe='')}@127.0.0.1:{proxy.local_port}/{quote(name, safe='')}"
         )
 
 

@@ -97,8 +97,10 @@ def decode(repo: Repo, backup: dict | str, *, env: str | None = None) -> dict:
 
 
 def compare_with_manifest(db_url: Secret, manifest: dict) -> dict:
-    """Exact row counts per table, schema_migrations head, extensions and large-object count of
-    a restored database against the manifest."""
+    """Exact row counts per table, schema_migrations head, extension versions, large-object
+    count, and (manifests that record them) owners, grants, default privileges, SECURITY
+    DEFINER functions, policy roles and the database's own properties of a restored database
+    against the manifest."""
     with pgconn.connect(db_url) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         actual = database_facts(conn)
@@ -233,7 +235,11 @@ def check_restored(result: VerifyResult, db_url: Secret, manifest: dict, smoke_q
     _problems_check(result, "matches manifest", block,
                     f"{block.get('tables')} tables / {block.get('rows')} rows, migration head "
                     f"{manifest.get('schema_migrations_head')}, {len(manifest.get('extensions') or [])} extensions, "
-                    f"{manifest.get('large_objects')} large objects: all exactly as recorded")
+                    f"{manifest.get('large_objects')} large objects"
+                    + (f", owners and grants of {len(manifest['security']['objects'])} objects, "
+                       f"{len(manifest['security']['security_definer'])} SECURITY DEFINER functions, "
+                       f"default privileges, policies, database settings and ACL" if manifest.get("security") else "")
+                    + ": all exactly as recorded")
     with _timed(result, "smoke"):
         result.checks += run_smoke_queries(db_url, smoke_queries)
     return block

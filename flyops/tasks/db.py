@@ -48,9 +48,13 @@ def progress(what: str, quiet: bool) -> Iterator[None]:
         "on": ON_HELP,
         "ssh_key": "private key file for --on",
         "direct": "connect straight to the database (inside Fly's private network) instead of through fly proxy",
+        "role_passwords": "also record the password hashes of the roles the database uses (secrets even hashed: "
+                          "anyone who can read the repository can then try them offline); default: roles "
+                          "without passwords, which a restore onto another server creates with no password",
     }
 )
-def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, on=None, ssh_key=None, direct=False):
+def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, on=None, ssh_key=None, direct=False,
+           role_passwords=False):
     """Back up the environment's Postgres (pg_dump -Fc -Z0 into restic) with a verified manifest."""
     from flyops.db import backup as core
     from flyops.db import settings as from_stack
@@ -78,7 +82,7 @@ def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, o
     with from_stack.database_url(stack, envfile, runner, direct=direct) as url, progress(f"backing up {stack.env}", json):
         manifest = core.backup(
             from_stack.backup_source(stack, url), repo, host=host, kind=kind, reason=reason,
-            notify=from_stack.notify(envfile),
+            notify=from_stack.notify(envfile), role_passwords=role_passwords,
         )
     if json:
         print_json(_summary(manifest))
@@ -159,9 +163,14 @@ def _list_row(r: dict[str, Any]) -> list[str]:
         "on": ON_HELP,
         "ssh_key": "key for --on",
         "json": "print the result as JSON",
+        "no_owner": "do not restore owners: every object is owned by the restoring role, so SECURITY DEFINER "
+                    "functions run with ITS rights (a superuser's, usually) and the application's roles own nothing",
+        "no_acl": "do not restore grants: only the owner can use anything, PUBLIC keeps EXECUTE on every function "
+                  "(incl. SECURITY DEFINER ones) and default privileges are gone",
     }
 )
-def restore(ctx, env, backup="latest", to="scratch", confirm=None, jobs=None, on=None, ssh_key=None, json=False):
+def restore(ctx, env, backup="latest", to="scratch", confirm=None, jobs=None, on=None, ssh_key=None, json=False,
+            no_owner=False, no_acl=False):
     """Restore a backup into a new database; over a live one only with --confirm NAME (swap by rename)."""
     from flyops.db import pgconn
     from flyops.db import settings as from_stack
@@ -178,7 +187,7 @@ def restore(ctx, env, backup="latest", to="scratch", confirm=None, jobs=None, on
         other = load_stack(root(), src_env)
         repos[src_env] = from_stack.repo_config(other, load_env(root(), src_env, must_exist=True))
     target_env, target_stack = stack.env, stack
-    if to not in ("scratch",) and not to.startswith(("postgres://", "postgresql://")):
+    if to not in ("scratch",) and not pgconn.is_conninfo(to):
         if to not in envs:
             raise BadInput(f"--to {to!r}: use scratch, a postgres URL, or one of {', '.join(envs)}")
         target_env, target_stack = to, load_stack(root(), to)
@@ -193,7 +202,7 @@ def restore(ctx, env, backup="latest", to="scratch", confirm=None, jobs=None, on
             confirm = input(f"This replaces database {target_db!r} of {target_env}. Type its name to go on: ").strip()
         result = restore_core(
             backup, env=stack.env, repos=repos, server_url=server_url, target_db=target_db, confirm=confirm,
-            target_env=target_env, host=host, jobs=jobs,
+            target_env=target_env, host=host, jobs=jobs, no_owner=no_owner, no_acl=no_acl,
         )
     if json:
         print_json({k: v for k, v in result.items() if k != "manifest"})
@@ -206,13 +215,21 @@ def restore(ctx, env, backup="latest", to="scratch", confirm=None, jobs=None, on
         out.print(f"  the replaced database is kept as {result['previous_database']!r} (drop it when satisfied)")
     if result.get("pre_restore_backup"):
         out.print(f"  pinned pre-restore backup: {result['pre_restore_backup']}")
+    if result.get("roles_created"):
+        out.print(f"  roles created on the target from the backup: {', '.join(result['roles_created'])}")
+    for line in result.get("not_applied") or []:
+        out.print(f"  not applied: {line}")
+    if not (result.get("owners_kept") and result.get("grants_kept")):
+        lost = [w for w, kept in (("owners", result.get("owners_kept")), ("grants", result.get("grants_kept"))) if not kept]
+        out.print(f"  {' and '.join(lost)} NOT restored (as asked: --no-owner / --no-acl)")
 
 
 @contextlib.contextmanager
 def _target_url(stack, to: str, runner) -> Iterator[Secret]:
+    from flyops.db import pgconn
     from flyops.db import settings as from_stack
 
-    if to.startswith(("postgres://", "postgresql://")):
+    if pgconn.is_conninfo(to):
         yield Secret(to)
         return
     envfile = load_env(root(), stack.env, must_exist=True)

@@ -68,8 +68,11 @@ class RecordingHost(LocalHost):
         return super().run_script(script, secrets, data=data, timeout=timeout)
 
 
-def schema_dump(pg, db: str) -> str:
-    out = str(sh.Command(str(pg.bindir / "pg_dump"))("--schema-only", "--no-owner", "--no-acl", "-h",
+def schema_dump(pg, db: str, *, owners: bool = False) -> str:
+    """pg_dump --schema-only (with owners and grants when `owners`), without its per-run
+    \\restrict keys."""
+    flags = [] if owners else ["--no-owner", "--no-acl"]
+    out = str(sh.Command(str(pg.bindir / "pg_dump"))("--schema-only", *flags, "-h",
                                                      str(pg.socket_dir), "-p", str(pg.port), "-U", "postgres", db,
                                                      _tty_out=False))
     return "\n".join(line for line in out.splitlines() if not re.match(r"^\\(un)?restrict ", line))

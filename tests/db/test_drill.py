@@ -151,7 +151,7 @@ def test_random_selection_and_keep_leave_the_cluster_running(sample_backup, tmp_
         assert result.outcome == "passed" and result.selection == "random"
         assert result.backup["id"] == manifest["id"]
         assert result.kept["port"] == target.cluster.port
-        with psycopg.connect(target.cluster.url(f"{manifest['database']}_drill").reveal()) as c:
+        with psycopg.connect(target.cluster.url(result.restored["database"]).reveal()) as c:
             assert c.execute("SELECT count(*) FROM users").fetchone()[0] == 1200
         assert "yes (--keep)" in (tmp_path / "r.md").read_text()
     finally:

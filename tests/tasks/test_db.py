@@ -217,3 +217,20 @@ def test_a_scheduled_backup_reads_its_token_from_a_file_and_fails_loudly_when_no
     assert r.returncode == 5 and "chmod 600" in r.stderr
     argv = (ops.home / "argv.log").read_text()
     assert "fm2_" not in argv
+
+
+def test_restore_as_a_role_without_createdb_is_one_message_exit_5(local, pg):
+    """A socket URL as libpq takes it (postgresql:///db?host=...), an application role without
+    CREATEDB: one message naming the fix, the documented exit code, no traceback, nothing dropped."""
+    assert local.inv("db.backup", "--env", "local").returncode == 0
+    role = f"app_{local.db}"
+    pg.psql(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        to = f"postgresql:///{local.db}_new?host={pg.socket_dir}&port={pg.port}&user={role}"
+        r = local.inv("db.restore", "--env", "local", "--to", to)
+        assert r.returncode == 5, r.stderr
+        assert "permission denied to create database" in r.stderr and "CREATEDB" in r.stderr
+        assert "Traceback" not in r.stderr
+        assert pg.psql("SELECT count(*) FROM users", dbname=local.db)  # the source is there
+    finally:
+        pg.psql(f'DROP ROLE "{role}"')
