@@ -247,7 +247,8 @@ def test_sysctl_only_on_a_fly_machine(prod, tmp_path):
     folder = _served_copy(prod, "jobs", tmp_path)
     port = free_port()
     env = _store_env(tmp_path, "redis", "REDIS_PASSWORD", "pw", port, STORE_CONF_DIR=str(folder),
-                     STORE_SERVER=shutil.which("redis-server"), FLY_MACHINE_ID="e784079b449483")
+                     STORE_SERVER=shutil.which("redis-server"), FLY_MACHINE_ID="e784079b449483",
+                     STORE_USER="root")  # the step-down is the next test's
     proc = subprocess.Popen(["sh", str(folder / "start.sh")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait(port, "pw")
@@ -255,6 +256,46 @@ def test_sysctl_only_on_a_fly_machine(prod, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the step-down from root needs root")
+def test_on_a_fly_machine_the_server_leaves_root_for_the_images_user(prod):
+    """Our ENTRYPOINT replaces the base image's, which stepped down from root (KeyDB's
+    pkg/docker/Dockerfile: `exec gosu keydb`); start.sh must do it too. Debian's redis-server
+    package made the user `redis`, as the redis image has: the server runs as it, and the
+    volume's files are handed to it first."""
+    import pwd
+    import tempfile
+
+    try:
+        redis_user = pwd.getpwnam("redis")
+    except KeyError:
+        pytest.skip("no redis user on this machine")
+    top = Path(tempfile.mkdtemp(prefix="flyops-stepdown-", dir="/tmp"))
+    top.chmod(0o755)  # the server, once it is `redis`, reads the config and writes /data here
+    try:
+        folder = _served_copy(prod, "jobs", top)
+        port = free_port()
+        env = _store_env(top, "redis", "REDIS_PASSWORD", "pw", port, STORE_CONF_DIR=str(folder),
+                         STORE_SERVER=shutil.which("redis-server"), FLY_MACHINE_ID="e784079b449483")
+        (top / "data" / "old.rdb").write_bytes(b"")  # a file of the volume, owned by root
+        proc = subprocess.Popen(["sh", str(folder / "start.sh")], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        try:
+            _wait(port, "pw")
+            uids = Path(f"/proc/{proc.pid}/status").read_text().split("Uid:")[1].split()[:4]
+            assert set(uids) == {str(redis_user.pw_uid)}, uids  # real, effective, saved, fs
+            assert Path(f"/proc/{proc.pid}/exe").resolve() == Path(shutil.which("redis-server")).resolve()
+            assert (top / "data" / "old.rdb").stat().st_uid == redis_user.pw_uid
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+        # a user the image lacks: refused before the server starts
+        env["STORE_USER"] = "no-such-user-here"
+        r = subprocess.run(["sh", str(folder / "start.sh")], env=env, capture_output=True, text=True, timeout=10)
+        assert r.returncode == 1 and "no user 'no-such-user-here'" in r.stderr
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
 
 
 def test_start_script_refuses_without_a_password(prod, tmp_path):

@@ -12,6 +12,13 @@
 # * vm.overcommit_memory=1 (the fork for BGSAVE and full syncs) only on a Fly machine
 #   (FLY_MACHINE_ID set: the machine is its own VM with its own kernel), never on a host that
 #   merely runs this script (a test, a laptop); STORE_SYSCTL=no skips it there as well.
+# * On a Fly machine (FLY_MACHINE_ID set) the server does not run as root: it runs as the base
+#   image's own unprivileged user (`keydb` in eqalpha/keydb: KeyDB v6.3.4 pkg/docker/Dockerfile
+#   `useradd -r -g keydb keydb` and its entrypoint's `exec gosu keydb`; `valkey` and `redis` in
+#   the official images, whose entrypoints step down the same way). Replacing their entrypoint
+#   must not lose that step; the files of the volume are given to that user first, as those
+#   entrypoints do (`find . \! -user X -exec chown X`). STORE_USER names another user,
+#   STORE_USER=root keeps root.
 # * KeyDB: the multi-master include, then peers.sh keeps the peer list current in the
 #   background (first node: no peers yet, it simply serves; peers are added as they appear).
 # * Valkey: replicas of <primary_region>.<app>.internal outside the primary region.
@@ -68,8 +75,30 @@ if [ "$engine" = keydb ]; then
   fi
 fi
 
+run_as=""
+if [ -n "${FLY_MACHINE_ID:-}" ] && [ "$(id -u)" = 0 ]; then
+  user=${STORE_USER:-$engine}
+  if [ "$user" != root ]; then
+    if ! id "$user" >/dev/null 2>&1; then
+      echo "start.sh: this image has no user '$user' to run the server as (set STORE_USER in fly.toml [env])" >&2
+      exit 1
+    fi
+    mkdir -p "$data_dir"
+    find "$data_dir" \! -user "$user" -exec chown "$user" '{}' +
+    if command -v setpriv >/dev/null 2>&1; then
+      run_as="setpriv --reuid=$user --regid=$user --init-groups --"
+    elif command -v gosu >/dev/null 2>&1; then
+      run_as="gosu $user"
+    else
+      echo "start.sh: neither setpriv nor gosu in this image: cannot leave root" >&2
+      exit 1
+    fi
+  fi
+fi
+
 unset "$var" password
-exec "$server" - <<CONF
+# shellcheck disable=SC2086 # run_as is words on purpose
+exec $run_as "$server" - <<CONF
 dir $data_dir
 include $conf_dir/store.conf
 $include_keydb
