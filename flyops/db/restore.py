@@ -33,6 +33,7 @@ from flyops.db.backup import (
     check_versions,
     client_version,
     fetch_manifest,
+    latest_tag_args,
     parse_kv,
 )
 from flyops.db.config import DEFAULT_TOOLS, BackupSource, RepoConfig, Tools
@@ -305,14 +306,15 @@ class Prefetch:
     restic's own checks suffice, as for any restore of an exact snapshot (`restore_script`),
     and the hash (about 0.4 s here, bench/results/restore_structure.md) is not paid."""
 
-    def __init__(self, repo: Repo, env: str, ref: str):
-        tags = ",".join(t for t in (TAG, "part=dump", f"env={env}", None if ref == "latest" else f"id={ref}") if t)
+    def __init__(self, repo: Repo, env: str, ref: str, include_pre_restore: bool = False):
+        tag_args = latest_tag_args("dump", env, include_pre_restore) if ref == "latest" else \
+            ["--tag", f"{TAG},part=dump,env={env},id={ref}"]
         self.host = repo.host
         self.token = secrets.token_hex(12)
         self.exact = ref != "latest"
         self.claimed = False
         repo.check_reachable()  # an unreachable S3 endpoint fails here, once, within its timeout
-        script = prefetch_script(self.token, repo.argv("dump", "--tag", tags, "latest", "/" + DUMP_FILE))
+        script = prefetch_script(self.token, repo.argv("dump", *tag_args, "latest", "/" + DUMP_FILE))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         self._job = self._pool.submit(self.host.run_script, script, repo.config.secrets())
 
@@ -389,7 +391,7 @@ def missing_extensions(conn, manifest: dict) -> list[str]:
 def restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url: Secret,
             target_db: str | None = None, confirm: str | None = None, target_env: str | None = None,
             host: Host | None = None, tools: Tools = DEFAULT_TOOLS, jobs: int = 2,
-            lock_dir: Path | None = None, prefetch: bool = True) -> dict:
+            lock_dir: Path | None = None, prefetch: bool = True, include_pre_restore: bool = False) -> dict:
     """Restore `ref` onto the server at `server_url` (any database on it; used for admin SQL).
 
     target_db=None: a new database `<db>_restore_<ts>` (safe default, nothing is replaced).
@@ -397,17 +399,19 @@ def restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url: 
     backup of it goes to `repos[target_env]` first and the old database stays as `<name>_pre_<ts>`.
     prefetch=False: start the dump's fetch only once the manifest is read (what backups from
     before DUMP_FILE get anyway); the benchmark compares the two.
+    include_pre_restore: let `latest` be a pinned pre-restore backup (by default it is the
+    newest backup of the database as it was, not the state a restore just replaced).
     """
     host = host or LocalHost()
     with host.reach(server_url) as session_url:
         return _restore(ref, env=env, repos=repos, server_url=server_url, session_url=session_url,
                         target_db=target_db, confirm=confirm, target_env=target_env, host=host, tools=tools,
-                        jobs=jobs, lock_dir=lock_dir, prefetch=prefetch)
+                        jobs=jobs, lock_dir=lock_dir, prefetch=prefetch, include_pre_restore=include_pre_restore)
 
 
 def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url: Secret, session_url: Secret,
              target_db: str | None, confirm: str | None, target_env: str | None, host: Host, tools: Tools,
-             jobs: int, lock_dir: Path | None, prefetch: bool) -> dict:
+             jobs: int, lock_dir: Path | None, prefetch: bool, include_pre_restore: bool = False) -> dict:
     """`restore` once the server is reachable from here at `session_url` (admin SQL, checks)
     and from the host at `server_url` (pg_restore, the pre-restore pg_dump)."""
     target_env = target_env or env
@@ -422,8 +426,8 @@ def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url:
     try:
         live = target_db is not None and _db_exists(admin, target_db)
         if prefetch and not live:  # a live target gets a pre-restore backup first: nothing to overlap
-            speculative = Prefetch(repo, src_env, backup_ref)
-        dump_snapshot, manifest = fetch_manifest(repo, src_env, backup_ref)
+            speculative = Prefetch(repo, src_env, backup_ref, include_pre_restore)
+        dump_snapshot, manifest = fetch_manifest(repo, src_env, backup_ref, include_pre_restore=include_pre_restore)
         if speculative is not None and not speculative.fits(manifest):
             speculative.close()
             speculative = None

@@ -38,9 +38,49 @@ def progress(what: str, quiet: bool) -> Iterator[None]:
         yield
 
 
+def is_dry(ctx) -> bool:
+    """Invoke's global --dry (`inv --dry db.backup ...`)."""
+    return bool(getattr(ctx.config.run, "dry", False))
+
+
+def show_plan(plan: dict, as_json: bool) -> None:
+    """Print a dry run's plan (flyops.db.plans): nothing was done."""
+    if as_json:
+        print_json(plan)
+        return
+    out = console()
+    out.print(f"[dry] {plan['task']} --env {plan['env']}: nothing is done; the plan:", markup=False)
+    for i, step in enumerate(plan["steps"], start=1):
+        out.print(f"  {i}. {step}", markup=False, soft_wrap=True)
+
+
+@task(help={"env": "environment whose backup repository is created", "json": "print JSON", "on": ON_HELP,
+            "ssh_key": "private key file for --on"})
+def init(ctx, env, json=False, on=None, ssh_key=None):
+    """Create the environment's restic repository (once, before the first backup; a backup never creates one)."""
+    from flyops.db import settings as from_stack
+    from flyops.db.restic import Repo
+
+    stack = stack_for(env)
+    repo = Repo(from_stack.repo_config(stack, load_env(root(), env, must_exist=True)), host_for(on, ssh_key))
+    if is_dry(ctx):
+        exists = repo.exists()
+        show_plan({"dry": True, "task": "db.init", "env": stack.env, "repository": repo.location,
+                   "steps": [f"repository {repo.location}: {'exists, nothing to do' if exists else 'restic init'}"]},
+                  json)
+        return
+    created = repo.init()
+    if json:
+        print_json({"env": stack.env, "repository": repo.location, "created": created})
+        return
+    console().print(f"{'created' if created else 'already there:'} restic repository {repo.location} for {stack.env}",
+                    markup=False)
+
+
 @task(
     help={
         "env": "environment whose database is backed up",
+        "init": "first run only: create the repository if there is none (otherwise a missing repository is an error)",
         "reason": "why (kept in the manifest)",
         "if_older_than": "only back up when the newest complete backup is older than this, e.g. 20h (for hourly cron)",
         "kind": "manual (default) or scheduled (cron, timers, the scheduled Fly machine)",
@@ -50,7 +90,8 @@ def progress(what: str, quiet: bool) -> Iterator[None]:
         "direct": "connect straight to the database (inside Fly's private network) instead of through fly proxy",
     }
 )
-def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, on=None, ssh_key=None, direct=False):
+def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, on=None, ssh_key=None, direct=False,
+           init=False):
     """Back up the environment's Postgres (pg_dump -Fc -Z0 into restic) with a verified manifest."""
     from flyops.db import backup as core
     from flyops.db import settings as from_stack
@@ -62,6 +103,15 @@ def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, o
     envfile = load_env(root(), env, must_exist=True)
     repo = from_stack.repo_config(stack, envfile)
     host = host_for(on, ssh_key)
+    if is_dry(ctx):
+        from flyops.db.plans import backup_plan
+
+        plan = backup_plan(repo, stack.env, stack.database.name if stack.database.source == "fly" else "DATABASE_URL's",
+                           host=host, init=init, kind=kind)
+        if window is not None and plan["steps"] and not plan["would_fail"] and core.should_skip(repo, stack.env, window, host=host):
+            plan["steps"] = [plan["steps"][0], f"would skip: the newest backup is younger than {if_older_than}"]
+        show_plan(plan, json)
+        return
     if window is not None and core.should_skip(repo, stack.env, window, host=host):
         age = core.newest_backup_age(repo, stack.env, host=host)
         msg = f"skipped: the newest backup of {stack.env} is {format_duration(age or 0)} old (< {if_older_than})"
@@ -71,7 +121,7 @@ def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, o
     with from_stack.database_url(stack, envfile, runner, direct=direct) as url, progress(f"backing up {stack.env}", json):
         manifest = core.backup(
             from_stack.backup_source(stack, url), repo, host=host, kind=kind, reason=reason,
-            notify=from_stack.notify(envfile),
+            notify=from_stack.notify(envfile), init=init,
         )
     if json:
         print_json(_summary(manifest))
@@ -152,9 +202,12 @@ def _list_row(r: dict[str, Any]) -> list[str]:
         "on": ON_HELP,
         "ssh_key": "key for --on",
         "json": "print the result as JSON",
+        "include_pre_restore": "let latest be a pinned pre-restore backup (by default latest is the newest backup "
+                               "of the database as it was, not the state a restore replaced)",
     }
 )
-def restore(ctx, env, backup="latest", to="scratch", confirm=None, jobs=None, on=None, ssh_key=None, json=False):
+def restore(ctx, env, backup="latest", to="scratch", confirm=None, jobs=None, on=None, ssh_key=None, json=False,
+            include_pre_restore=False):
     """Restore a backup into a new database; over a live one only with --confirm NAME (swap by rename)."""
     from flyops.db import pgconn
     from flyops.db import settings as from_stack
@@ -178,6 +231,14 @@ def restore(ctx, env, backup="latest", to="scratch", confirm=None, jobs=None, on
         repos.setdefault(to, from_stack.repo_config(target_stack, load_env(root(), to, must_exist=True)))
     host = host_for(on, ssh_key)
     jobs = int(jobs or stack.backup.jobs)
+    if is_dry(ctx):
+        from flyops.db.plans import restore_plan
+
+        _, ref = parse_ref(backup, stack.env)
+        show_plan(restore_plan(ref, env=stack.env, src_env=src_env, repo_config=repos[src_env],
+                               target=to if to == "scratch" or to in envs else "the database of the --to URL",
+                               jobs=jobs, host=host, include_pre_restore=include_pre_restore), json)
+        return
     runner = runner_for(ctx)
     with _target_url(target_stack, to, runner) as url:
         target_db = None if to == "scratch" else pgconn.dbname(url)
@@ -186,7 +247,7 @@ def restore(ctx, env, backup="latest", to="scratch", confirm=None, jobs=None, on
             confirm = input(f"This replaces database {target_db!r} of {target_env}. Type its name to go on: ").strip()
         result = restore_core(
             backup, env=stack.env, repos=repos, server_url=server_url, target_db=target_db, confirm=confirm,
-            target_env=target_env, host=host, jobs=jobs,
+            target_env=target_env, host=host, jobs=jobs, include_pre_restore=include_pre_restore,
         )
     if json:
         print_json({k: v for k, v in result.items() if k != "manifest"})
@@ -222,15 +283,23 @@ def prune(ctx, env, yes=False, json=False, on=None, ssh_key=None):
 
     stack = stack_for(env)
     repo = from_stack.repo_config(stack, load_env(root(), env, must_exist=True))
-    result = prune_core(repo, stack.env, from_stack.retention(stack), confirm=yes, host=host_for(on, ssh_key))
+    dry = is_dry(ctx)
+    result = prune_core(repo, stack.env, from_stack.retention(stack), confirm=yes and not dry, host=host_for(on, ssh_key))
+    if dry:
+        from flyops.db.plans import prune_plan
+
+        show_plan(prune_plan(result, stack.env, repo.location), json)
+        return
     if json:
         print_json(result)
         return
     out = console()
     verb = "dropped" if result["applied"] else "would drop"
     out.print(f"{stack.env}: keep {len(result['keep'])}, {verb} {len(result['drop'])}"
-              + (f" (+{len(result['orphans'])} unfinished leftovers)" if result["orphans"] else ""))
+              + (f" (+{len(result['orphans'])} unfinished leftovers)" if result["orphans"] else "")
+              + ("; restic prune reclaimed the data no snapshot references" if result["applied"] else ""))
     for bid in result["drop"]:
         out.print(f"  {verb}: {bid}")
-    if not yes and (result["drop"] or result["orphans"]):
-        out.print(f"dry run: nothing was deleted; run `inv db.prune --env {stack.env} --yes` to apply")
+    if not yes:
+        out.print(f"dry run: nothing was deleted; run `inv db.prune --env {stack.env} --yes` to apply "
+                  "(it also reclaims the data of failed or killed uploads)")
