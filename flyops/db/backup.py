@@ -34,6 +34,7 @@ from flyops.db.manifest import KINDS, database_facts, new_backup_id, utcnow
 from flyops.db.restic import TAG, Repo, classify, explain_failure, summary, tag_value
 from flyops.errors import BadInput, Busy, OpsError, PreconditionFailed
 from flyops.hosts import Host, LocalHost, RunResult
+from flyops.progress import report
 from flyops.secret import Secret, redact
 
 LOCK_CLASS = 0x666C79  # advisory lock class id ("fly"); the object id is hashtext('flyops-backup:<env>')
@@ -113,11 +114,18 @@ trap 'rm -rf "$work"' EXIT
 trap 'exit 143' TERM INT HUP  # so that the EXIT trap runs when the session is ended (LocalHost, systemd)
 mkfifo "$work/sha.fifo" || exit 91
 sha256_of < "$work/sha.fifo" > "$work/sha" & sha_pid=$!
+export RESTIC_PROGRESS_FPS=2  # restic --json prints a status line (bytes_done) this often
+{{ while sleep 0.5; do
+    b=$(tail -c 1000 "$work/restic.out" 2>/dev/null | grep -o '"bytes_done":[0-9]*' | tail -n 1)
+    [ -z "$b" ] || echo "@flyops-progress phase=dump bytes=${{b#*:}}" >&2
+  done; }} & progress_pid=$!
+trap 'kill "$progress_pid" 2>/dev/null; rm -rf "$work"' EXIT
 {shlex.join(dump_argv)} 2> "$work/pg_dump.err" \\
   | tee "$work/sha.fifo" \\
   | {shlex.join(restic_argv)} > "$work/restic.out" 2> "$work/restic.err"
 st=("${{PIPESTATUS[@]}}")
 wait "$sha_pid"; rc_sha=$?
+kill "$progress_pid" 2>/dev/null
 echo "rc_pg_dump=${{st[0]}}"
 echo "rc_tee=${{st[1]}}"
 echo "rc_restic=${{st[2]}}"
@@ -216,6 +224,7 @@ def backup(source: BackupSource, repo_config: RepoConfig, *, host: Host | None =
                 repo.init()
             else:
                 repo.require()
+            report(host, phase="lock")
             with repository_lock(repo, source.env), host.reach(source.url) as session_url:
                 return _backup_locked(source, session_url, repo, host, kind, reason,
                                       pinned or kind == "pre-restore", tools, notify)
@@ -288,6 +297,7 @@ def _backup_locked(source: BackupSource, session_url: Secret, repo: Repo, host: 
             "logical_bytes": s.get("total_bytes_processed"),
             "added_bytes": s.get("data_added"),
         }
+        report(host, phase="manifest", bytes=manifest["bytes"])
         repo.store_json(MANIFEST_FILE, manifest, manifest_tags(manifest), source.env)
         complete = True
         notify_success(notify)

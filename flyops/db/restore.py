@@ -40,6 +40,7 @@ from flyops.db.config import DEFAULT_TOOLS, BackupSource, RepoConfig, Tools
 from flyops.db.restic import TAG, Repo
 from flyops.errors import BadInput, OpsError, PreconditionFailed, VerificationFailed
 from flyops.hosts import Host, LocalHost
+from flyops.progress import report
 from flyops.secret import Secret
 
 _REF = re.compile(r"^(?:([a-z][a-z0-9-]{0,30})::)?(latest|\d{8}T\d{4,6}Z-[a-z-]+-[0-9a-f]{4})$")
@@ -198,9 +199,14 @@ n=0; while [ ! -e "$work/fetch.pid" ] && [ "$n" -lt 300 ]; do sleep 0.01; n=$((n
 """
     lines = [start, """\
 stop_fetch() { [ -e "$work/fetch.rc" ] || kill "$fetch_pid" 2>/dev/null; }
-trap 'stop_fetch; rm -rf "$work"' EXIT
+progress_pid=
+trap 'stop_fetch; [ -z "$progress_pid" ] || kill "$progress_pid" 2>/dev/null; rm -rf "$work"' EXIT
 trap 'exit 143' TERM INT HUP  # so that the EXIT trap runs when the session is ended (LocalHost, systemd)
 fetch_pid=$(cat "$work/fetch.pid") || exit 93
+phase() { echo "@flyops-progress phase=$1" >&2; }  # flyops.progress: for a terminal's status line
+{ while sleep 0.5; do echo "@flyops-progress fetched=$(stat -c %s "$work/dump" 2>/dev/null || echo 0)" >&2; done; } &
+progress_pid=$!
+phase toc
 echo "t_start=$(cat "$work/fetch.t0")"
 follow() { tail -c +1 -s 0.1 --pid="$fetch_pid" -f "$work/dump"; }
 expected_sha=; sha=
@@ -213,11 +219,11 @@ follow | sha256_of > "$work/sha" & sha_pid=$!
 """)
     lines.append(f"""\
 follow | {shlex.join([common[0], "--list"])} > "$work/toc" 2> "$work/pg_restore.err"; rc_list=${{PIPESTATUS[1]}}
-echo "t_toc=${{EPOCHREALTIME/,/.}}"
+echo "t_toc=${{EPOCHREALTIME/,/.}}"; phase schema
 rc_pre=skipped; rc_data=skipped
 if [ "$rc_list" = 0 ]; then
   follow | {shlex.join([*common, "--section=pre-data"])} 2>> "$work/pg_restore.err"; rc_pre=${{PIPESTATUS[1]}}
-  echo "t_schema=${{EPOCHREALTIME/,/.}}"
+  echo "t_schema=${{EPOCHREALTIME/,/.}}"; phase data
 fi
 : > "$work/others"
 """)
@@ -263,6 +269,7 @@ echo "rc_list=$rc_list"
 echo "rc_pre=$rc_pre"
 echo "rc_data=$rc_data"
 if [ "$rc_fetch" = 0 ] && [ "$bytes" = {int(expected_bytes)} ] && [ "$rc_data" = 0 ] && sha_matches; then
+  phase post
   {shlex.join(post_argv)} "$work/dump" 2>> "$work/pg_restore.err"
   echo "rc_restore=$?"
   echo "t_post=${{EPOCHREALTIME/,/.}}"
@@ -493,6 +500,7 @@ def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url:
             raise OpsError(f"pg_restore into {new_db} failed (exit {out.get('rc_restore')}); "
                            f"the target was not touched:\n{tail}")
 
+        report(host, phase="analyze")
         with pgconn.connect(new_session) as c:
             if target_env != manifest["environment"]:
                 _fix_rails_environment(c, target_env)

@@ -28,14 +28,15 @@ def host_for(on: str | None, ssh_key: str | None = None):
     return SshHost.parse(on, key_filename=ssh_key) if on else LocalHost()
 
 
-@contextlib.contextmanager
-def progress(what: str, quiet: bool) -> Iterator[None]:
-    """A spinner on a terminal; nothing in cron or with --json."""
-    if quiet or not sys.stderr.isatty():
-        yield
-        return
-    with console(stderr=True).status(what):
-        yield
+def progress_line(title: str, host, quiet: bool):
+    """Phases and bytes on a terminal's stderr (flyops.progress); nothing with --json or
+    without a TTY. The host's scripts report through `host.progress`."""
+    from flyops.progress import ProgressLine, wanted
+
+    line = ProgressLine(title, enabled=wanted(quiet))
+    if line.enabled:
+        host.progress = line
+    return line.shown()
 
 
 def is_dry(ctx) -> bool:
@@ -118,7 +119,8 @@ def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, o
         print_json({"skipped": True, "reason": msg, "env": stack.env}) if json else console(stderr=True).print(msg)
         return
     runner = runner_for(ctx) if stack.database.source == "fly" and not direct else None
-    with from_stack.database_url(stack, envfile, runner, direct=direct) as url, progress(f"backing up {stack.env}", json):
+    with from_stack.database_url(stack, envfile, runner, direct=direct) as url, \
+            progress_line(f"backup of {stack.env}", host, json):
         manifest = core.backup(
             from_stack.backup_source(stack, url), repo, host=host, kind=kind, reason=reason,
             notify=from_stack.notify(envfile), init=init,
@@ -242,13 +244,15 @@ def restore(ctx, env, backup="latest", to="scratch", confirm=None, jobs=None, on
     runner = runner_for(ctx)
     with _target_url(target_stack, to, runner) as url:
         target_db = None if to == "scratch" else pgconn.dbname(url)
+        shown = progress_line(f"restore into {target_env}", host, json)
         server_url = pgconn.with_dbname(url, "postgres")  # admin SQL (create, rename) runs from here
         if target_db and confirm is None and sys.stdin.isatty() and sys.stdout.isatty():
             confirm = input(f"This replaces database {target_db!r} of {target_env}. Type its name to go on: ").strip()
-        result = restore_core(
-            backup, env=stack.env, repos=repos, server_url=server_url, target_db=target_db, confirm=confirm,
-            target_env=target_env, host=host, jobs=jobs, include_pre_restore=include_pre_restore,
-        )
+        with shown:
+            result = restore_core(
+                backup, env=stack.env, repos=repos, server_url=server_url, target_db=target_db, confirm=confirm,
+                target_env=target_env, host=host, jobs=jobs, include_pre_restore=include_pre_restore,
+            )
     if json:
         print_json({k: v for k, v in result.items() if k != "manifest"})
         return

@@ -93,12 +93,16 @@ def drill(ctx, env, backup="latest", target="local", rto=None, rpo=None, keep=Fa
                              rto=_seconds("--rto", rto, stack.backup.rto), rpo=_seconds("--rpo", rpo, stack.backup.rpo),
                              jobs=stack.backup.jobs), json)
         return
-    result = run_drill(
-        env=stack.env, repo_config=repo, backup=backup, target=_target(ctx, stack, target),
-        rto=_seconds("--rto", rto, stack.backup.rto), rpo=_seconds("--rpo", rpo, stack.backup.rpo),
-        smoke_queries=stack.backup.smoke_queries, jobs=stack.backup.jobs, keep=keep,
-        report_base=report, root=root(),
-    )
+    from flyops.progress import ProgressLine, wanted
+
+    line = ProgressLine(f"drill of {stack.env}", enabled=wanted(json))
+    with line.shown():
+        result = run_drill(
+            env=stack.env, repo_config=repo, backup=backup, target=_target(ctx, stack, target),
+            rto=_seconds("--rto", rto, stack.backup.rto), rpo=_seconds("--rpo", rpo, stack.backup.rpo),
+            smoke_queries=stack.backup.smoke_queries, jobs=stack.backup.jobs, keep=keep,
+            report_base=report, root=root(), on_progress=line if line.enabled else None,
+        )
     _show(result, json)
     result.raise_for_outcome()
 
