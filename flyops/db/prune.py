@@ -99,7 +99,8 @@ def prune(repo_config: RepoConfig, env: str, policy: Retention, *, confirm: bool
     Applying always ends with `restic prune`, even when no snapshot is to be forgotten: a
     failed or killed upload leaves packs that no snapshot references (restic writes data
     before the snapshot naming it), and only a prune gives that space back. The snapshots of
-    released and stale backup locks (`repolock`) are forgotten on the way."""
+    released and stale backup locks (`repolock`) are forgotten on the way, after `restic unlock`
+    has removed restic's own stale locks (a killed restic leaves one, which blocks forget/prune)."""
     from flyops.db.backup import _row
     from flyops.db.repolock import stale_lock_ids
 
@@ -121,6 +122,7 @@ def prune(repo_config: RepoConfig, env: str, policy: Retention, *, confirm: bool
               "orphans": orphans, "locks": locks, "decisions": decisions, "applied": False,
               "forget": forget}
     if confirm:
+        repo.unlock_stale()  # a killed backup's restic lock would block forget and prune
         repo.forget(forget, prune=False)
         repo.prune()
         result["applied"] = True

@@ -163,6 +163,13 @@ class Repo:
         if snapshot_ids:
             self.run("forget", *(["--prune"] if prune else []), *snapshot_ids, what="forget")
 
+    def unlock_stale(self) -> None:
+        """`restic unlock` without --remove-all: removes only restic's stale locks (older than
+        30 minutes, or from a process gone from this machine: cmd/restic/cmd_unlock.go,
+        internal/repository/lock_file.go `stale`). A restic killed mid-backup leaves one, and
+        restic's exclusive commands (forget, prune) refuse to run beside any lock, stale or not."""
+        self.run("unlock", what="unlock")
+
     def prune(self) -> RunResult:
         """`restic prune`: removes data no snapshot references, such as the packs a killed or
         failed upload left behind (restic writes packs before the snapshot that names them)."""
