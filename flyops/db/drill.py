@@ -57,7 +57,13 @@ from flyops.db.backup import (
 from flyops.db.config import DEFAULT_TOOLS, RepoConfig, Tools
 from flyops.db.report import default_report_base, write_reports
 from flyops.db.restic import Repo
-from flyops.db.restore import manifest_restore_script, missing_extensions, phase_times, split_tables
+from flyops.db.restore import (
+    analyze_in_parallel,
+    manifest_restore_script,
+    missing_extensions,
+    phase_times,
+    split_tables,
+)
 from flyops.db.scratch import ScratchCluster, find_pg_bindir
 from flyops.db.verify import Check, VerifyResult, check_restored
 from flyops.errors import (
@@ -491,8 +497,7 @@ def run_drill(*, env: str, repo_config: RepoConfig, backup: str = "latest", targ
                     if out.get("rc_restore") != "0":
                         raise OpsError(f"pg_restore failed (exit {out.get('rc_restore')}): {tail}",
                                        code=ExitCode.VERIFY_FAILED)
-                    with pgconn.connect(db_url) as c:
-                        c.execute("ANALYZE")
+                    analyze_in_parallel(db_url, jobs)  # as db.restore does: the drill times the real procedure
                     t = phase_times(out)
                     n = 1 + sum(1 for lst in split_tables(manifest.get("tables", {}), jobs)[1:] if lst)
                     ph.detail = (f"streamed: {result.fetched['bytes']} bytes fetched by {t.get('fetched', 0):.1f} s, "

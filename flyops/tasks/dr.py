@@ -163,7 +163,8 @@ def demo(ctx, keep_repo=False, json=False):
         source.psql("CREATE DATABASE app_production")
         counts = seed_sample(source.url("app_production"))
         out.print(f"demo: seeded {sum(counts.values())} rows in {len(counts)} tables; taking db.backup …")
-        manifest = take_backup(BackupSource(url=source.url("app_production"), env="demo"), repo, reason="demo")
+        manifest = take_backup(BackupSource(url=source.url("app_production"), env="demo"), repo, reason="demo",
+                               init=True)  # its own throwaway repository
         out.print(f"demo: backup {manifest['id']} stored ({manifest['bytes']} bytes, sha256 {manifest['sha256'][:12]}…);"
                   " running dr.drill against a second throwaway server …")
         result = run_drill(
