@@ -147,7 +147,7 @@ def run(args, pg, work: Path) -> None:
         cpu = f"{s.cpu_median:.2f}" if s.cpu_median is not None else "—"
         rows.append([name, f"{s.median:.2f}", f"{s.min:.2f}", s.all(), c.ratio(s.median, base.median),
                      c.ratio(s.min, base.min), cpu])
-    part_rows = [[k, f"{c.Samples(v).median:.2f}", c.Samples(v).all()] for k, v in parts.items()]
+    part_rows = [[k, f"{c.Samples(v).median:.2f}", c.Samples(v).all()] for k, v in parts.items() if v]  # --lean: none
     part_rows.append(["ANALYZE of the restored database", f"{an.median:.2f}", an.all()])
     phase_rows = [[PHASES[k], f"{c.Samples(v).median:.2f}", c.Samples(v).all()] for k, v in phases.items()]
     verdict = "met" if r <= GOAL else "missed"
