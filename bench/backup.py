@@ -9,7 +9,7 @@ a local, pre-initialised repository, exact per-table row counts taken in the dum
 while it streams, and the manifest stored as a second snapshot. Goal: <= 1.2x bare
 `pg_dump -Fc -f file` (gzip level 6, the default). Context rows: bare `pg_dump -Fc -Z0 -f file`,
 the bare `pg_dump -Z0 | restic backup --stdin` pipeline, a repeat backup of unchanged data into
-a repository that already holds it, and the first-use cost (backup() runs `restic init`).
+a repository that already holds it, and the first-use cost (backup(init=True) runs `restic init`).
 
 Peak memory: each measured backup runs in a fresh Python process that reports VmHWM (and
 ru_maxrss) after importing the backup code and again after the backup, at two scales.
@@ -136,10 +136,10 @@ def run(args, pg, work: Path, small: int) -> None:
     res = c.interleave(args.runs, variants)
     base = res["bare `pg_dump -Fc -f file`"]
 
-    # first use: backup() finds no repository and runs `restic init` itself
+    # first use: backup(init=True) (the first run's --init) finds no repository and runs `restic init`
     first_repo = work / "repo-first"
     with c.stopwatch() as t:
-        backup(source, c.repo_config(first_repo), lock_dir=lock_dir)
+        backup(source, c.repo_config(first_repo), lock_dir=lock_dir, init=True)
     first_use = t[0]
     shutil.rmtree(first_repo)
     with c.stopwatch() as t:
@@ -198,7 +198,7 @@ took {init_s:.0f}s). {args.runs} runs per variant, interleaved ABBA; seconds of 
 {c.md_table(["variant", "median s", "min s", "all runs s", "ratio (median)", "ratio (min)",
              "client CPU s (median)"], rows)}
 
-* First use: `backup()` into a folder with no repository (it runs `restic init` itself) took
+* First use: `backup(init=True)` into a folder with no repository (it runs `restic init`) took
   {first_use:.2f}s once, vs the median {res["ours `backup()`"].median:.2f}s into a pre-initialised one;
   a bare `restic init` takes {init_only:.2f}s (key derivation with scrypt dominates).
 * "repeat backup of unchanged data" goes into a repository that already holds the same dump:

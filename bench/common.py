@@ -350,6 +350,20 @@ def timed_restore(pg: ScratchCluster, db: str, argv_for: Callable[[str], list[st
     return t[0]
 
 
+def timed_full_restore(pg: ScratchCluster, db: str, argv_for: Callable[[str], list[str]]) -> float:
+    """Seconds of what a person does by hand, all timed: `createdb`, `argv_for(conninfo)` (the
+    restore), then `psql -c ANALYZE` (a restored database without statistics is not ready for
+    traffic); then drop it (untimed)."""
+    ci = conninfo(pg, db)
+    with stopwatch() as t:
+        run(["createdb", "--template=template0", "-h", pg.host, "-p", str(pg.port), "-U", "postgres", db],
+            env=tool_env(pg))
+        run(argv_for(ci), env=tool_env(pg))
+        run(["psql", "-X", "-q", "-d", ci, "-c", "ANALYZE"], env=tool_env(pg))
+    drop_db(pg, db)
+    return t[0]
+
+
 def pg_dump_file(pg: ScratchCluster, db: str, path: Path, *extra: str) -> float:
     """Bare `pg_dump -Fc [extra] -f path`; returns seconds."""
     with stopwatch() as t:

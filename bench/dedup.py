@@ -78,7 +78,7 @@ def scenario(pg, db: str, scale: int, work: Path, label: str, updates: int) -> d
                       env=c.tool_env(pg))
         before = c.du_bytes(repo) if repo.exists() else 0
         with c.stopwatch() as t:
-            m = backup(source, c.repo_config(repo), lock_dir=work / "locks")
+            m = backup(source, c.repo_config(repo), lock_dir=work / "locks", init=True)
         after = c.du_bytes(repo)
         fc = None
         if label == "appends" or day in (1, DAYS):

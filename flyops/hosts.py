@@ -22,7 +22,7 @@ import shutil
 import signal
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -30,6 +30,7 @@ from typing import Protocol
 import sh
 
 from flyops.errors import BadInput, OpsError
+from flyops.progress import MARK as PROGRESS_MARK
 from flyops.secret import Secret, redact
 
 _NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -93,6 +94,7 @@ class LocalHost:
 
     def __init__(self) -> None:
         self.name = f"{getpass.getuser()}@{socket.gethostname()}"
+        self.progress: Callable[[str], None] | None = None  # gets the scripts' progress lines (flyops.progress)
 
     def run_script(self, script: str, secrets: Mapping[str, Secret] | None = None, *,
                    data: str | None = None, timeout: float | None = None) -> RunResult:
@@ -103,13 +105,24 @@ class LocalHost:
         secrets = dict(secrets or {})
         full, stdin = prepare(script, secrets, data)
         bash = shutil.which("bash") or "/bin/bash"
+        err_lines: list[str] = []
+
+        def on_err(line: str | bytes) -> None:  # stderr line by line: progress lines go to `progress`, live
+            text = _text(line)
+            if text.startswith(PROGRESS_MARK):
+                if self.progress is not None:
+                    with contextlib.suppress(Exception):
+                        self.progress(text.rstrip("\n"))
+            else:
+                err_lines.append(text)
+
         proc = sh.Command(bash)("-c", full, _in=stdin, _ok_code=list(range(256)), _bg=True, _bg_exc=False,
-                                _new_session=True, _tty_out=False, _decode_errors="replace")
+                                _new_session=True, _tty_out=False, _decode_errors="replace", _err=on_err)
         try:
             proc.wait(timeout=timeout)
-            rc, out, err = proc.exit_code, proc.stdout, proc.stderr
+            rc, out = proc.exit_code, proc.stdout
         except sh.SignalException as e:
-            rc, out, err = 128 + abs(e.exit_code), e.stdout, e.stderr
+            rc, out = 128 + abs(e.exit_code), e.stdout
         except sh.TimeoutException:
             kill_group(proc.pid)
             raise OpsError(f"script on {self.name} did not finish within {timeout:.0f}s") from None
@@ -117,7 +130,7 @@ class LocalHost:
             kill_group(proc.pid)
             raise
         vals = list(secrets.values())
-        return RunResult(rc, redact(_text(out), vals), redact(_text(err), vals))
+        return RunResult(rc, redact(_text(out), vals), redact("".join(err_lines), vals))
 
     @contextlib.contextmanager
     def reach(self, url: Secret) -> Iterator[Secret]:
@@ -146,6 +159,7 @@ class SshHost:
         self.name = f"{self.conn.user}@{self.conn.host}"
         if self.conn.port != 22:
             self.name += f":{self.conn.port}"
+        self.progress: Callable[[str], None] | None = None  # gets the scripts' progress lines (flyops.progress)
 
     @classmethod
     def parse(cls, target: str, *, key_filename: str | None = None) -> SshHost:
@@ -166,8 +180,10 @@ class SshHost:
         token = os.urandom(8).hex()
         full = f"# {RUN_MARK}{token}\n" + full  # in argv on the host, so that an interrupt can find it
         try:
+            # stderr is mirrored (hide="stdout") into a writer that hands progress lines on as they come
             promise = self.conn.run("bash -c " + shlex.quote(full), in_stream=io.StringIO(stdin), echo_stdin=False,
-                                    hide=True, warn=True, timeout=timeout, pty=False, asynchronous=True)
+                                    hide="stdout", err_stream=_ProgressWriter(self), warn=True, timeout=timeout,
+                                    pty=False, asynchronous=True)
             try:
                 while not promise.runner.process_is_finished:
                     time.sleep(0.05)
@@ -183,7 +199,8 @@ class SshHost:
             raise OpsError(f"cannot run on {self.name}: {type(e).__name__}: {e}",
                            fix="check `ssh` to the host works with the same user, port and key") from None
         vals = list(secrets.values())
-        return RunResult(r.exited, redact(r.stdout, vals), redact(r.stderr, vals))
+        err = "".join(line for line in r.stderr.splitlines(keepends=True) if not line.startswith(PROGRESS_MARK))
+        return RunResult(r.exited, redact(r.stdout, vals), redact(err, vals))
 
     @contextlib.contextmanager
     def reach(self, url: Secret) -> Iterator[Secret]:
@@ -215,6 +232,26 @@ class SshHost:
 
     def close(self) -> None:
         self.conn.close()
+
+
+class _ProgressWriter:
+    """The err_stream of a remote script: passes whole progress lines to the host's `progress`
+    and drops everything else (Fabric keeps the full stderr in the result anyway)."""
+
+    def __init__(self, host: SshHost) -> None:
+        self.host, self.buf = host, ""
+
+    def write(self, data: str) -> int:
+        self.buf += data
+        while "\n" in self.buf:
+            line, self.buf = self.buf.split("\n", 1)
+            if line.startswith(PROGRESS_MARK) and self.host.progress is not None:
+                with contextlib.suppress(Exception):
+                    self.host.progress(line)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 #: The comment `SshHost.run_script` puts in front of every script, followed by a random token.

@@ -31,9 +31,10 @@ from pathlib import Path
 from flyops.db import database, pgconn
 from flyops.db.config import DEFAULT_TOOLS, BackupSource, Notify, RepoConfig, Retention, Tools
 from flyops.db.manifest import KINDS, database_facts, new_backup_id, utcnow
-from flyops.db.restic import TAG, Repo, explain_failure, summary, tag_value
+from flyops.db.restic import TAG, Repo, classify, explain_failure, summary, tag_value
 from flyops.errors import BadInput, Busy, OpsError, PreconditionFailed
 from flyops.hosts import Host, LocalHost, RunResult
+from flyops.progress import report
 from flyops.secret import Secret, redact
 
 LOCK_CLASS = 0x666C79  # advisory lock class id ("fly"); the object id is hashtext('flyops-backup:<env>')
@@ -113,11 +114,18 @@ trap 'rm -rf "$work"' EXIT
 trap 'exit 143' TERM INT HUP  # so that the EXIT trap runs when the session is ended (LocalHost, systemd)
 mkfifo "$work/sha.fifo" || exit 91
 sha256_of < "$work/sha.fifo" > "$work/sha" & sha_pid=$!
+export RESTIC_PROGRESS_FPS=2  # restic --json prints a status line (bytes_done) this often
+{{ while sleep 0.5; do
+    b=$(tail -c 1000 "$work/restic.out" 2>/dev/null | grep -o '"bytes_done":[0-9]*' | tail -n 1)
+    [ -z "$b" ] || echo "@flyops-progress phase=dump bytes=${{b#*:}}" >&2
+  done; }} & progress_pid=$!
+trap 'kill "$progress_pid" 2>/dev/null; rm -rf "$work"' EXIT
 {shlex.join(dump_argv)} 2> "$work/pg_dump.err" \\
   | tee "$work/sha.fifo" \\
   | {shlex.join(restic_argv)} > "$work/restic.out" 2> "$work/restic.err"
 st=("${{PIPESTATUS[@]}}")
 wait "$sha_pid"; rc_sha=$?
+kill "$progress_pid" 2>/dev/null
 echo "rc_pg_dump=${{st[0]}}"
 echo "rc_tee=${{st[1]}}"
 echo "rc_restic=${{st[2]}}"
@@ -197,19 +205,32 @@ def operator() -> str:
 
 def backup(source: BackupSource, repo_config: RepoConfig, *, host: Host | None = None, kind: str = "manual",
            reason: str = "", pinned: bool = False, tools: Tools = DEFAULT_TOOLS, notify: Notify | None = None,
-           lock_dir: Path | None = None, role_passwords: bool = False) -> dict:
+           lock_dir: Path | None = None, init: bool = False, role_passwords: bool = False) -> dict:
     """Back up `source` into the repository; returns the manifest. Raises Busy, PreconditionFailed, OpsError.
+
+    The repository must exist (PreconditionFailed otherwise) unless `init` (the first run's
+    `--init`): a backup never re-creates a repository that was deleted. The lock is held twice:
+    on this machine (a flock, answers at once) and in the repository (`repository_lock`, seen by
+    every machine that backs up there).
 
     The manifest records the roles the database uses (`pg_dumpall --roles-only`, filtered;
     their password hashes only with `role_passwords`), the database's own properties and who
     owns and may use what (`flyops.db.database`, `flyops.db.manifest.security_facts`)."""
+    from flyops.db.repolock import repository_lock
+
     if kind not in KINDS:
         raise BadInput(f"kind {kind!r}: expected one of {', '.join(KINDS)}")
     host = host or LocalHost()
     try:
         with backup_lock(source.env, lock_dir):
-            with host.reach(source.url) as session_url:
-                return _backup_locked(source, session_url, repo_config, host, kind, reason,
+            repo = Repo(repo_config, host, tools)
+            if init:
+                repo.init()
+            else:
+                repo.require()
+            report(host, phase="lock")
+            with repository_lock(repo, source.env), host.reach(source.url) as session_url:
+                return _backup_locked(source, session_url, repo, host, kind, reason,
                                       pinned or kind == "pre-restore", tools, notify, role_passwords)
     except Busy:
         raise  # the other run reports for itself
@@ -218,12 +239,12 @@ def backup(source: BackupSource, repo_config: RepoConfig, *, host: Host | None =
         raise
 
 
-def _backup_locked(source: BackupSource, session_url: Secret, repo_config: RepoConfig, host: Host, kind: str,
+def _backup_locked(source: BackupSource, session_url: Secret, repo: Repo, host: Host, kind: str,
                    reason: str, pinned: bool, tools: Tools, notify: Notify | None,
                    role_passwords: bool = False) -> dict:
     """pg_dump runs on `host` with `source.url`; this process's SQL session (exported snapshot,
     counts, advisory lock) uses `session_url`, the same database as reached from here."""
-    repo = Repo(repo_config, host, tools)
+    repo_config = repo.config
     db = pgconn.dbname(source.url)
     backup_id = new_backup_id(kind)
     conn = pgconn.connect(session_url)
@@ -235,7 +256,6 @@ def _backup_locked(source: BackupSource, session_url: Secret, repo_config: RepoC
         dump_major, dump_version = client_version(host, tools.pg_dump)
         server_num = int(conn.execute("SHOW server_version_num").fetchone()[0])
         check_versions(dump_major, server_num)
-        repo.ensure()
 
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
@@ -254,7 +274,7 @@ def _backup_locked(source: BackupSource, session_url: Secret, repo_config: RepoC
         facts = facts_job.result()
         conn.execute("COMMIT")
         out = parse_kv(r.stdout)
-        _check_pipeline(r, out, host)
+        _check_pipeline(r, out, host, repo.location)
         roles = database.record_roles(host, tools, source.url, facts["referenced_roles"], passwords=role_passwords)
         s = summary(out["summary"])
         manifest = {
@@ -286,6 +306,7 @@ def _backup_locked(source: BackupSource, session_url: Secret, repo_config: RepoC
             "logical_bytes": s.get("total_bytes_processed"),
             "added_bytes": s.get("data_added"),
         }
+        report(host, phase="manifest", bytes=manifest["bytes"])
         repo.store_json(MANIFEST_FILE, manifest, manifest_tags(manifest), source.env)
         complete = True
         notify_success(notify)
@@ -308,16 +329,39 @@ def _forget_partial(repo: Repo, backup_id: str) -> None:
         repo.forget(ids, prune=True)
 
 
-def _check_pipeline(r: RunResult, out: dict[str, str], host: Host) -> None:
+def _section(stderr: str, name: str) -> str:
+    """One process's stderr tail from the script's '--- name:' sections."""
+    m = re.search(rf"^--- {re.escape(name)}:\n(.*?)(?=^--- [a-z_]+:$|\Z)", stderr, re.S | re.M)
+    return m.group(1) if m else ""
+
+
+def culprit(rcs: dict[str, str | None]) -> str:
+    """Which process of `pg_dump | tee | restic` failed first. restic does not fail because
+    its input ended early (it stores what it got, rc 0), while pg_dump and tee do fail when
+    restic exits early (EPIPE: exit 1 or 141), so a failed restic is the cause whenever it
+    failed; pg_dump only when restic did not."""
+    if rcs.get("restic") not in ("0", None):
+        return "restic"
+    if rcs.get("pg_dump") not in ("0", None):
+        return "pg_dump"
+    return "pipeline"
+
+
+def _check_pipeline(r: RunResult, out: dict[str, str], host: Host, location: str = "") -> None:
     rcs = {k: out.get(f"rc_{k}") for k in ("pg_dump", "tee", "restic", "sha")}
     tail = "\n".join(r.stderr.strip().splitlines()[-12:])
     if r.rc != 0 or any(v != "0" for v in rcs.values()):
         failed = ", ".join(f"{k} exit {v}" for k, v in rcs.items() if v != "0") or f"script exit {r.rc}"
-        first = "pg_dump" if rcs["pg_dump"] != "0" else "restic" if rcs["restic"] != "0" else "pipeline"
+        first = culprit(rcs)
+        if first == "restic":
+            restic_err = _section(r.stderr, "restic")
+            if classify(int(rcs["restic"] or 1), restic_err):  # wrong password, no repository, locked
+                e = explain_failure(RunResult(int(rcs["restic"] or 1), "", restic_err), "backup", location)
+                raise type(e)(f"backup failed on {host.name}: {e.message}; no backup was recorded", fix=e.fix)
         fix = None
         if "no space left on device" in r.stderr.lower():
-            fix = ("free space where the repository lives (or run `inv db.prune --env ENV --yes`); "
-                   "the backups already in it are intact")
+            fix = ("free space where the repository lives (or run `inv db.prune --env ENV --yes`, which also "
+                   "reclaims what this failed upload left); the backups already in it are intact")
         raise OpsError(f"backup failed on {host.name}: {first} ({failed}); no backup was recorded\n{tail}", fix=fix)
     s = summary(out.get("summary") or "")
     if not out.get("sha256") or len(out["sha256"]) != 64:
@@ -403,26 +447,50 @@ def list_backups(repo_config: RepoConfig, env: str, *, host: Host | None = None,
     return rows
 
 
-def find_backup(repo: Repo, env: str, ref: str) -> tuple[dict, dict]:
-    """(dump snapshot, manifest snapshot) for an id or `latest` in `env`. BadInput if unknown."""
+#: what `latest` means: the newest backup of the database as it was, never the pinned copy a
+#: restore took of the database it was about to replace (that state is the one just given up)
+LATEST_KINDS = tuple(k for k in KINDS if k != "pre-restore")
+
+
+def latest_tag_args(part: str, env: str, include_pre_restore: bool = False) -> list[str]:
+    """`--tag` options selecting `latest`'s candidates: one tag list per kind (restic ORs the
+    lists and ANDs the tags inside one, internal/restic/snapshot_find.go), or all kinds."""
+    base = f"{TAG},part={part},env={env}"
+    if include_pre_restore:
+        return ["--tag", base]
+    return [a for k in LATEST_KINDS for a in ("--tag", f"{base},kind={k}")]
+
+
+def find_backup(repo: Repo, env: str, ref: str, *, include_pre_restore: bool = False) -> tuple[dict, dict]:
+    """(dump snapshot, manifest snapshot) for an id or `latest` in `env`. BadInput if unknown.
+    `latest` skips pre-restore backups unless `include_pre_restore`."""
     cat = {bid: e for bid, e in catalog(repo, env).items() if e["dump"] and e["manifest"]}
     if ref == "latest":
-        if not cat:
-            raise BadInput(f"there is no complete backup of {env} in {repo.location}")
-        ref = max(cat)
+        candidates = [bid for bid, e in cat.items()
+                      if include_pre_restore or tag_value(e["manifest"], "kind") in LATEST_KINDS]
+        if not candidates:
+            raise BadInput(f"there is no complete backup of {env} in {repo.location}"
+                           + ("" if include_pre_restore or not cat else " (other than pre-restore copies)"),
+                           fix=None if include_pre_restore or not cat else
+                           "name a pre-restore backup by its id (see `inv db.list`), or pass --include-pre-restore")
+        ref = max(candidates)
     if ref not in cat:
         raise BadInput(f"backup {ref!r} not found among the complete backups of {env} in {repo.location}",
                        fix="see `inv db.list` for ids")
     return cat[ref]["dump"], cat[ref]["manifest"]
 
 
-def fetch_manifest(repo: Repo, env: str, ref: str) -> tuple[str, dict]:
+def fetch_manifest(repo: Repo, env: str, ref: str, *, include_pre_restore: bool = False) -> tuple[str, dict]:
     """(dump snapshot id, manifest) for an id or `latest` in `env`, with ONE restic run
     (`restic dump --tag ... latest /manifest.json`) where find_backup + read_json take two, each
     paying the repository's key derivation. The manifest is written only after its dump, so a
-    manifest found means a complete backup; it names its dump snapshot. BadInput if none matches."""
-    tags = ",".join(t for t in (TAG, "part=manifest", f"env={env}", None if ref == "latest" else f"id={ref}") if t)
-    r = repo.run("dump", "--tag", tags, "latest", "/" + MANIFEST_FILE, what="dump manifest", check=False)
+    manifest found means a complete backup; it names its dump snapshot. BadInput if none matches.
+    `latest` skips pre-restore backups unless `include_pre_restore`."""
+    if ref == "latest":
+        tag_args = latest_tag_args("manifest", env, include_pre_restore)
+    else:
+        tag_args = ["--tag", f"{TAG},part=manifest,env={env},id={ref}"]
+    r = repo.run("dump", *tag_args, "latest", "/" + MANIFEST_FILE, what="dump manifest", check=False)
     if not r.ok:
         if "no snapshot found" in r.stderr:
             what = f"there is no complete backup of {env}" if ref == "latest" else \

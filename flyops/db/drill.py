@@ -58,6 +58,7 @@ from flyops.db.config import DEFAULT_TOOLS, RepoConfig, Tools
 from flyops.db.report import default_report_base, write_reports
 from flyops.db.restic import Repo
 from flyops.db.restore import (
+    analyze_in_parallel,
     database_error,
     manifest_restore_script,
     missing_extensions,
@@ -399,10 +400,15 @@ def _round(v: float | None) -> float | None:
 class _Progress:
     """JSON lines in `path` (phase start/end), for a watcher or a test; optional."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, on_line: Any = None) -> None:
         self.path = Path(path) if path else None
+        self.on_line = on_line  # a flyops.progress.ProgressLine (a terminal's status line), or None
 
     def __call__(self, **event: Any) -> None:
+        if self.on_line is not None and event.get("event") == "start" and event.get("phase"):
+            from flyops.progress import MARK
+
+            self.on_line(f"{MARK}phase={event['phase']}")
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -429,7 +435,7 @@ def run_drill(*, env: str, repo_config: RepoConfig, backup: str = "latest", targ
               rto: float | None = None, rpo: float | None = None, smoke_queries: Sequence[str] = (),
               jobs: int = 2, keep: bool = False, report_base: Path | str | None = None, root: Path | str = ".",
               tools: Tools = DEFAULT_TOOLS, work_dir: Path | str | None = None, progress_file: Path | None = None,
-              record: bool = True, rng: random.Random | None = None) -> DrillResult:
+              record: bool = True, rng: random.Random | None = None, on_progress: Any = None) -> DrillResult:
     """Run one restore drill and write its reports; returns the DrillResult (never raises for
     the outcome: call `result.raise_for_outcome()` for the task's exit code).
 
@@ -444,11 +450,12 @@ def run_drill(*, env: str, repo_config: RepoConfig, backup: str = "latest", targ
         if value is not None and value <= 0:
             raise BadInput(f"--{name} must be a positive duration")
     target = target or LocalTarget()
-    progress = _Progress(progress_file)
+    progress = _Progress(progress_file, on_progress)  # on_progress: phases and the restore's bytes, for a terminal
     started = datetime.now(UTC)
     result = DrillResult(env=env, target=target.kind, started_at=started, operator=operator(), selection=backup,
                          rto_target=rto, rpo_target=rpo)
     repo = Repo(repo_config, _local_host(), tools)
+    repo.host.progress = on_progress
     base = Path(report_base) if report_base else default_report_base(Path(root), env, started)
 
     work: Path | None = None
@@ -494,8 +501,7 @@ def run_drill(*, env: str, repo_config: RepoConfig, backup: str = "latest", targ
                     if out.get("rc_restore") != "0":
                         raise OpsError(f"pg_restore failed (exit {out.get('rc_restore')}): {tail}",
                                        code=ExitCode.VERIFY_FAILED)
-                    with pgconn.connect(db_url) as c:
-                        c.execute("ANALYZE")
+                    analyze_in_parallel(db_url, jobs)  # as db.restore does: the drill times the real procedure
                     with pgconn.connect(server_url) as admin:
                         database.finish_database(admin, db, manifest.get("database_properties"))
                     t = phase_times(out)

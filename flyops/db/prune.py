@@ -93,10 +93,19 @@ def project_expiry(rows: list[dict], policy: Retention, *, now: datetime, every:
 def prune(repo_config: RepoConfig, env: str, policy: Retention, *, confirm: bool = False, host: Host | None = None,
           tools: Tools = DEFAULT_TOOLS, now: datetime | None = None) -> dict:
     """Plan (and with confirm=True apply) retention. Returns {"keep": [ids], "drop": [ids],
-    "orphans": [ids], "applied": bool}. Dry run unless confirmed."""
+    "orphans": [ids], "locks": [snapshot ids], "forget": [snapshot ids], "applied": bool}.
+    Dry run unless confirmed.
+
+    Applying always ends with `restic prune`, even when no snapshot is to be forgotten: a
+    failed or killed upload leaves packs that no snapshot references (restic writes data
+    before the snapshot naming it), and only a prune gives that space back. The snapshots of
+    released and stale backup locks (`repolock`) are forgotten on the way, after `restic unlock`
+    has removed restic's own stale locks (a killed restic leaves one, which blocks forget/prune)."""
     from flyops.db.backup import _row
+    from flyops.db.repolock import stale_lock_ids
 
     repo = Repo(repo_config, host or LocalHost(), tools)
+    repo.require()
     now = now or datetime.now(UTC)
     cat = catalog(repo, env)
     complete = {bid: e for bid, e in cat.items() if e["dump"] and e["manifest"]}
@@ -107,11 +116,15 @@ def prune(repo_config: RepoConfig, env: str, policy: Retention, *, confirm: bool
         bid for bid, e in cat.items()
         if bid not in complete and all(_snap_time(s) < now - ORPHAN_GRACE for s in _snaps(e))
     )
+    locks = stale_lock_ids(repo, env)
+    forget = [s["id"] for bid in drop + orphans for s in _snaps(cat[bid])] + locks
     result = {"keep": sorted((b for b in decisions if decisions[b]["keep"]), reverse=True), "drop": drop,
-              "orphans": orphans, "decisions": decisions, "applied": False}
-    if confirm and (drop or orphans):
-        ids = [s["id"] for bid in drop + orphans for s in _snaps(cat[bid])]
-        repo.forget(ids, prune=True)
+              "orphans": orphans, "locks": locks, "decisions": decisions, "applied": False,
+              "forget": forget}
+    if confirm:
+        repo.unlock_stale()  # a killed backup's restic lock would block forget and prune
+        repo.forget(forget, prune=False)
+        repo.prune()
         result["applied"] = True
     return result
 

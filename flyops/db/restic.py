@@ -19,7 +19,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 from flyops.db.config import RepoConfig, Tools
-from flyops.errors import OpsError
+from flyops.errors import Busy, OpsError, PreconditionFailed
 from flyops.hosts import Host, RunResult
 
 TAG = "flyops"
@@ -30,14 +30,47 @@ def restic_host(env: str) -> str:
     return f"flyops-{env}"
 
 
-def explain_failure(r: RunResult, what: str, location: str) -> OpsError:
-    err = r.stderr.strip()
-    if "wrong password" in err:
+#: restic's exit codes (cmd/restic/main.go, the switch at the end of main; doc/075_scripting.rst
+#: "Exit codes"): 10 no repository (>= 0.17.0), 11 failed to lock (>= 0.17.0), 12 wrong password
+#: (>= 0.17.1). Older restic (Debian 12's 0.14) exits 1 for all three, so its stderr is read too:
+#: the texts come from internal/global/global.go (OpenRepository: "Is there a repository at the
+#: following location?"), internal/repository/key.go (ErrNoKeyFound: "wrong password or no key
+#: found") and internal/repository/lock_file.go ("repository is already locked").
+RESTIC_NO_REPOSITORY, RESTIC_LOCKED, RESTIC_WRONG_PASSWORD = 10, 11, 12
+
+
+def classify(rc: int, stderr: str) -> str | None:
+    """'wrong-password', 'no-repository', 'locked' or None for any other restic failure."""
+    if rc == RESTIC_WRONG_PASSWORD or "wrong password" in stderr:
+        return "wrong-password"
+    if rc == RESTIC_NO_REPOSITORY or "Is there a repository at the following location" in stderr \
+            or "unable to open config file" in stderr or "repository does not exist" in stderr:
+        return "no-repository"
+    if rc == RESTIC_LOCKED or "repository is already locked" in stderr:
+        return "locked"
+    return None
+
+
+NO_REPOSITORY_FIX = ("on first use, create it with `inv db.init --env ENV` (or `inv db.backup --env ENV --init`); "
+                     "if it existed, it was moved or deleted: check backup.repository, or restore the repository "
+                     "from its copy; a backup never creates one by itself")
+
+
+def explain_failure(r: RunResult, what: str, location: str, *, stderr: str | None = None) -> OpsError:
+    """One OpsError naming restic and why it failed. `stderr`: restic's own stderr when
+    `r.stderr` mixes several processes' (a pipeline)."""
+    err = (r.stderr if stderr is None else stderr).strip()
+    kind = classify(r.rc if stderr is None else 1, err)
+    if kind == "wrong-password":
         return OpsError(f"restic {what}: wrong password for repository {location}",
-                        fix="check RESTIC_PASSWORD for this environment in env/<env>.env")
-    if "Is there a repository at the following location" in err or "unable to open config file" in err:
-        return OpsError(f"restic {what}: no repository at {location}",
-                        fix="run a backup first (it initialises the repository) or check the location")
+                        fix="check RESTIC_PASSWORD for this environment in env/ENV.env")
+    if kind == "no-repository":
+        return PreconditionFailed(f"restic {what}: there is no repository at {location}", fix=NO_REPOSITORY_FIX)
+    if kind == "locked":
+        return Busy(f"restic {what}: repository {location} is locked by another restic process "
+                    "(a prune or check holds its exclusive lock)",
+                    fix="wait for it to finish; a lock older than 30 minutes without refresh is stale "
+                        "(`restic unlock` removes stale locks)")
     tail = "\n".join(err.splitlines()[-8:])
     return OpsError(f"restic {what} failed (exit {r.rc}) for repository {location}:\n{tail}",
                     fix="check the repository is reachable from the host and the S3 keys are right")
@@ -102,15 +135,24 @@ class Repo:
         r = self.run("cat", "config", check=False)  # after check_reachable(): a refusal is not "no repository"
         if r.ok:
             return True
-        e = explain_failure(r, "open", self.location)
-        if "no repository at" in e.message:
+        if classify(r.rc, r.stderr) == "no-repository":
             return False
-        raise e
+        raise explain_failure(r, "open", self.location)
 
-    def ensure(self) -> None:
-        """Open the repository, `restic init` it when there is none yet."""
+    def require(self) -> None:
+        """PreconditionFailed (exit 5) when there is no repository: a backup never creates
+        one, so that a deleted or moved repository is not silently replaced by an empty one
+        (a cron job would then report success into it). `init` creates one explicitly."""
         if not self.exists():
-            self.run("init", what="init")
+            raise PreconditionFailed(f"there is no restic repository at {self.location}; nothing was changed",
+                                     fix=NO_REPOSITORY_FIX)
+
+    def init(self) -> bool:
+        """`restic init` when there is no repository yet; False when there already is one."""
+        if self.exists():
+            return False
+        self.run("init", what="init")
+        return True
 
     def snapshots(self, *tags: str) -> list[dict]:
         """Snapshots carrying every tag in `tags` (plus `flyops`), oldest first."""
@@ -120,6 +162,18 @@ class Repo:
     def forget(self, snapshot_ids: list[str], *, prune: bool = True) -> None:
         if snapshot_ids:
             self.run("forget", *(["--prune"] if prune else []), *snapshot_ids, what="forget")
+
+    def unlock_stale(self) -> None:
+        """`restic unlock` without --remove-all: removes only restic's stale locks (older than
+        30 minutes, or from a process gone from this machine: cmd/restic/cmd_unlock.go,
+        internal/repository/lock_file.go `stale`). A restic killed mid-backup leaves one, and
+        restic's exclusive commands (forget, prune) refuse to run beside any lock, stale or not."""
+        self.run("unlock", what="unlock")
+
+    def prune(self) -> RunResult:
+        """`restic prune`: removes data no snapshot references, such as the packs a killed or
+        failed upload left behind (restic writes packs before the snapshot that names them)."""
+        return self.run("prune", what="prune")
 
     def backup_argv(self, filename: str, tags: list[str], env: str) -> list[str]:
         """`restic backup` reading stdin, as used in pipelines."""

@@ -23,6 +23,7 @@ import contextlib
 import re
 import secrets
 import shlex
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -39,12 +40,14 @@ from flyops.db.backup import (
     check_versions,
     client_version,
     fetch_manifest,
+    latest_tag_args,
     parse_kv,
 )
 from flyops.db.config import DEFAULT_TOOLS, BackupSource, RepoConfig, Tools
 from flyops.db.restic import TAG, Repo
 from flyops.errors import BadInput, OpsError, PreconditionFailed, VerificationFailed
 from flyops.hosts import Host, LocalHost
+from flyops.progress import report
 from flyops.secret import Secret
 
 _REF = re.compile(r"^(?:([a-z][a-z0-9-]{0,30})::)?(latest|\d{8}T\d{4,6}Z-[a-z-]+-[0-9a-f]{4})$")
@@ -203,9 +206,14 @@ n=0; while [ ! -e "$work/fetch.pid" ] && [ "$n" -lt 300 ]; do sleep 0.01; n=$((n
 """
     lines = [start, """\
 stop_fetch() { [ -e "$work/fetch.rc" ] || kill "$fetch_pid" 2>/dev/null; }
-trap 'stop_fetch; rm -rf "$work"' EXIT
+progress_pid=
+trap 'stop_fetch; [ -z "$progress_pid" ] || kill "$progress_pid" 2>/dev/null; rm -rf "$work"' EXIT
 trap 'exit 143' TERM INT HUP  # so that the EXIT trap runs when the session is ended (LocalHost, systemd)
 fetch_pid=$(cat "$work/fetch.pid") || exit 93
+phase() { echo "@flyops-progress phase=$1" >&2; }  # flyops.progress: for a terminal's status line
+{ while sleep 0.5; do echo "@flyops-progress fetched=$(stat -c %s "$work/dump" 2>/dev/null || echo 0)" >&2; done; } &
+progress_pid=$!
+phase toc
 echo "t_start=$(cat "$work/fetch.t0")"
 follow() { tail -c +1 -s 0.1 --pid="$fetch_pid" -f "$work/dump"; }
 expected_sha=; sha=
@@ -218,11 +226,11 @@ follow | sha256_of > "$work/sha" & sha_pid=$!
 """)
     lines.append(f"""\
 follow | {shlex.join([common[0], "--list"])} > "$work/toc" 2> "$work/pg_restore.err"; rc_list=${{PIPESTATUS[1]}}
-echo "t_toc=${{EPOCHREALTIME/,/.}}"
+echo "t_toc=${{EPOCHREALTIME/,/.}}"; phase schema
 rc_pre=skipped; rc_data=skipped
 if [ "$rc_list" = 0 ]; then
   follow | {shlex.join([*common, "--section=pre-data"])} 2>> "$work/pg_restore.err"; rc_pre=${{PIPESTATUS[1]}}
-  echo "t_schema=${{EPOCHREALTIME/,/.}}"
+  echo "t_schema=${{EPOCHREALTIME/,/.}}"; phase data
 fi
 : > "$work/others"
 """)
@@ -268,6 +276,7 @@ echo "rc_list=$rc_list"
 echo "rc_pre=$rc_pre"
 echo "rc_data=$rc_data"
 if [ "$rc_fetch" = 0 ] && [ "$bytes" = {int(expected_bytes)} ] && [ "$rc_data" = 0 ] && sha_matches; then
+  phase post
   {shlex.join(post_argv)} "$work/dump" 2>> "$work/pg_restore.err"
   echo "rc_restore=$?"
   echo "t_post=${{EPOCHREALTIME/,/.}}"
@@ -313,14 +322,15 @@ class Prefetch:
     restic's own checks suffice, as for any restore of an exact snapshot (`restore_script`),
     and the hash (about 0.4 s here, bench/results/restore_structure.md) is not paid."""
 
-    def __init__(self, repo: Repo, env: str, ref: str):
-        tags = ",".join(t for t in (TAG, "part=dump", f"env={env}", None if ref == "latest" else f"id={ref}") if t)
+    def __init__(self, repo: Repo, env: str, ref: str, include_pre_restore: bool = False):
+        tag_args = latest_tag_args("dump", env, include_pre_restore) if ref == "latest" else \
+            ["--tag", f"{TAG},part=dump,env={env},id={ref}"]
         self.host = repo.host
         self.token = secrets.token_hex(12)
         self.exact = ref != "latest"
         self.claimed = False
         repo.check_reachable()  # an unreachable S3 endpoint fails here, once, within its timeout
-        script = prefetch_script(self.token, repo.argv("dump", "--tag", tags, "latest", "/" + DUMP_FILE))
+        script = prefetch_script(self.token, repo.argv("dump", *tag_args, "latest", "/" + DUMP_FILE))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         self._job = self._pool.submit(self.host.run_script, script, repo.config.secrets())
 
@@ -436,7 +446,7 @@ def restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url: 
             target_db: str | None = None, confirm: str | None = None, target_env: str | None = None,
             host: Host | None = None, tools: Tools = DEFAULT_TOOLS, jobs: int = 2,
             lock_dir: Path | None = None, prefetch: bool = True, no_owner: bool = False,
-            no_acl: bool = False) -> dict:
+            no_acl: bool = False, include_pre_restore: bool = False) -> dict:
     """Restore `ref` onto the server at `server_url` (any database on it; used for admin SQL).
 
     Owners, grants, the database's settings, comment and ACL come back as recorded; roles the
@@ -448,20 +458,24 @@ def restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url: 
     backup of it goes to `repos[target_env]` first and the old database stays as `<name>_pre_<ts>`.
     prefetch=False: start the dump's fetch only once the manifest is read (what backups from
     before DUMP_FILE get anyway); the benchmark compares the two.
+    include_pre_restore: let `latest` be a pinned pre-restore backup (by default it is the
+    newest backup of the database as it was, not the state a restore just replaced).
     """
     host = host or LocalHost()
     with host.reach(server_url) as session_url:
         try:
             return _restore(ref, env=env, repos=repos, server_url=server_url, session_url=session_url,
                             target_db=target_db, confirm=confirm, target_env=target_env, host=host, tools=tools,
-                            jobs=jobs, lock_dir=lock_dir, prefetch=prefetch, no_owner=no_owner, no_acl=no_acl)
+                            jobs=jobs, lock_dir=lock_dir, prefetch=prefetch, no_owner=no_owner, no_acl=no_acl,
+                            include_pre_restore=include_pre_restore)
         except psycopg.Error as e:
             raise database_error(e, f"restore onto {pgconn.display(server_url)} failed") from None
 
 
 def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url: Secret, session_url: Secret,
              target_db: str | None, confirm: str | None, target_env: str | None, host: Host, tools: Tools,
-             jobs: int, lock_dir: Path | None, prefetch: bool, no_owner: bool, no_acl: bool) -> dict:
+             jobs: int, lock_dir: Path | None, prefetch: bool, no_owner: bool, no_acl: bool,
+             include_pre_restore: bool = False) -> dict:
     """`restore` once the server is reachable from here at `session_url` (admin SQL, checks)
     and from the host at `server_url` (pg_restore, the pre-restore pg_dump)."""
     target_env = target_env or env
@@ -476,8 +490,8 @@ def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url:
     try:
         live = target_db is not None and _db_exists(admin, target_db)
         if prefetch and not live:  # a live target gets a pre-restore backup first: nothing to overlap
-            speculative = Prefetch(repo, src_env, backup_ref)
-        dump_snapshot, manifest = fetch_manifest(repo, src_env, backup_ref)
+            speculative = Prefetch(repo, src_env, backup_ref, include_pre_restore)
+        dump_snapshot, manifest = fetch_manifest(repo, src_env, backup_ref, include_pre_restore=include_pre_restore)
         if speculative is not None and not speculative.fits(manifest):
             speculative.close()
             speculative = None
@@ -555,10 +569,13 @@ def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url:
             raise OpsError(f"pg_restore into {new_db} failed (exit {out.get('rc_restore')}); "
                            f"the target was not touched:\n{tail}")
 
-        with pgconn.connect(new_session) as c:
-            if target_env != manifest["environment"]:
+        report(host, phase="analyze")
+        if target_env != manifest["environment"]:
+            with pgconn.connect(new_session) as c:
                 _fix_rails_environment(c, target_env)
-            c.execute("ANALYZE")
+        analyze_in_parallel(new_session, jobs)
+        # settings, ACL and connection limit last: a recorded statement_timeout must not get in
+        # the way of the restore's own statements
         not_applied = database.finish_database(admin, new_db, manifest.get("database_properties"), acl=not no_acl)
 
         result = {"backup_id": manifest["id"], "source_env": src_env, "database": new_db,
@@ -591,6 +608,43 @@ def _create_database(session_url: Secret, manifest: Mapping) -> None:
 def _run_restore(host: Host, script: str, secrets_: Mapping[str, Secret]):
     r = host.run_script(script, secrets_)
     return parse_kv(r.stdout), r
+
+
+#: every relation a plain `ANALYZE` processes: tables, materialized views, partitioned tables
+#: (ANALYZE with no list: "every table and materialized view in the current database"; foreign
+#: tables only when named), largest first so the longest one starts first
+_ANALYZE_ORDER = """
+SELECT c.oid::regclass::text FROM pg_class c
+WHERE c.relkind IN ('r', 'm', 'p') AND c.relpersistence <> 't'
+ORDER BY pg_total_relation_size(c.oid) DESC, 1
+"""
+
+
+def analyze_in_parallel(session_url: Secret, jobs: int) -> None:
+    """ANALYZE the restored database with up to `jobs` sessions at once (the restore's -j
+    budget), one relation per statement, largest first: a plain ANALYZE works through the
+    tables one after the other on one core. The same relations as a plain ANALYZE, catalogs
+    included."""
+    with pgconn.connect(session_url) as c:
+        names = [r[0] for r in c.execute(_ANALYZE_ORDER).fetchall()]
+        if jobs <= 1 or len(names) < 2:
+            c.execute("ANALYZE")
+            return
+    pending = list(reversed(names))  # pop() takes the largest first
+    guard = threading.Lock()
+
+    def worker() -> None:
+        with pgconn.connect(session_url) as conn:
+            while True:
+                with guard:
+                    if not pending:
+                        return
+                    name = pending.pop()
+                conn.execute(sql.SQL("ANALYZE {}").format(sql.SQL(name)))  # regclass::text: already quoted
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="analyze") as pool:
+        for f in [pool.submit(worker) for _ in range(min(jobs, len(names)))]:
+            f.result()
 
 
 def _fix_rails_environment(conn, target_env: str) -> None:

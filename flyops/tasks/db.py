@@ -28,19 +28,60 @@ def host_for(on: str | None, ssh_key: str | None = None):
     return SshHost.parse(on, key_filename=ssh_key) if on else LocalHost()
 
 
-@contextlib.contextmanager
-def progress(what: str, quiet: bool) -> Iterator[None]:
-    """A spinner on a terminal; nothing in cron or with --json."""
-    if quiet or not sys.stderr.isatty():
-        yield
+def progress_line(title: str, host, quiet: bool):
+    """Phases and bytes on a terminal's stderr (flyops.progress); nothing with --json or
+    without a TTY. The host's scripts report through `host.progress`."""
+    from flyops.progress import ProgressLine, wanted
+
+    line = ProgressLine(title, enabled=wanted(quiet))
+    if line.enabled:
+        host.progress = line
+    return line.shown()
+
+
+def is_dry(ctx) -> bool:
+    """Invoke's global --dry (`inv --dry db.backup ...`)."""
+    return bool(getattr(ctx.config.run, "dry", False))
+
+
+def show_plan(plan: dict, as_json: bool) -> None:
+    """Print a dry run's plan (flyops.db.plans): nothing was done."""
+    if as_json:
+        print_json(plan)
         return
-    with console(stderr=True).status(what):
-        yield
+    out = console()
+    out.print(f"[dry] {plan['task']} --env {plan['env']}: nothing is done; the plan:", markup=False)
+    for i, step in enumerate(plan["steps"], start=1):
+        out.print(f"  {i}. {step}", markup=False, soft_wrap=True)
+
+
+@task(help={"env": "environment whose backup repository is created", "json": "print JSON", "on": ON_HELP,
+            "ssh_key": "private key file for --on"})
+def init(ctx, env, json=False, on=None, ssh_key=None):
+    """Create the environment's restic repository (once, before the first backup; a backup never creates one)."""
+    from flyops.db import settings as from_stack
+    from flyops.db.restic import Repo
+
+    stack = stack_for(env)
+    repo = Repo(from_stack.repo_config(stack, load_env(root(), env, must_exist=True)), host_for(on, ssh_key))
+    if is_dry(ctx):
+        exists = repo.exists()
+        show_plan({"dry": True, "task": "db.init", "env": stack.env, "repository": repo.location,
+                   "steps": [f"repository {repo.location}: {'exists, nothing to do' if exists else 'restic init'}"]},
+                  json)
+        return
+    created = repo.init()
+    if json:
+        print_json({"env": stack.env, "repository": repo.location, "created": created})
+        return
+    console().print(f"{'created' if created else 'already there:'} restic repository {repo.location} for {stack.env}",
+                    markup=False)
 
 
 @task(
     help={
         "env": "environment whose database is backed up",
+        "init": "first run only: create the repository if there is none (otherwise a missing repository is an error)",
         "reason": "why (kept in the manifest)",
         "if_older_than": "only back up when the newest complete backup is older than this, e.g. 20h (for hourly cron)",
         "kind": "manual (default) or scheduled (cron, timers, the scheduled Fly machine)",
@@ -54,7 +95,7 @@ def progress(what: str, quiet: bool) -> Iterator[None]:
     }
 )
 def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, on=None, ssh_key=None, direct=False,
-           role_passwords=False):
+           role_passwords=False, init=False):
     """Back up the environment's Postgres (pg_dump -Fc -Z0 into restic) with a verified manifest."""
     from flyops.db import backup as core
     from flyops.db import settings as from_stack
@@ -66,6 +107,15 @@ def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, o
     envfile = load_env(root(), env, must_exist=True)
     repo = from_stack.repo_config(stack, envfile)
     host = host_for(on, ssh_key)
+    if is_dry(ctx):
+        from flyops.db.plans import backup_plan
+
+        plan = backup_plan(repo, stack.env, stack.database.name if stack.database.source == "fly" else "DATABASE_URL's",
+                           host=host, init=init, kind=kind)
+        if window is not None and plan["steps"] and not plan["would_fail"] and core.should_skip(repo, stack.env, window, host=host):
+            plan["steps"] = [plan["steps"][0], f"would skip: the newest backup is younger than {if_older_than}"]
+        show_plan(plan, json)
+        return
     runner = runner_for(ctx) if stack.database.source == "fly" and not direct else None
     if window is not None and runner is not None:
         # a scheduled run that could not reach the database must say so every time, not only
@@ -79,10 +129,11 @@ def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, o
         msg = f"skipped: the newest backup of {stack.env} is {format_duration(age or 0)} old (< {if_older_than})"
         print_json({"skipped": True, "reason": msg, "env": stack.env}) if json else console(stderr=True).print(msg)
         return
-    with from_stack.database_url(stack, envfile, runner, direct=direct) as url, progress(f"backing up {stack.env}", json):
+    with from_stack.database_url(stack, envfile, runner, direct=direct) as url, \
+            progress_line(f"backup of {stack.env}", host, json):
         manifest = core.backup(
             from_stack.backup_source(stack, url), repo, host=host, kind=kind, reason=reason,
-            notify=from_stack.notify(envfile), role_passwords=role_passwords,
+            notify=from_stack.notify(envfile), init=init, role_passwords=role_passwords,
         )
     if json:
         print_json(_summary(manifest))
@@ -167,10 +218,12 @@ def _list_row(r: dict[str, Any]) -> list[str]:
                     "functions run with ITS rights (a superuser's, usually) and the application's roles own nothing",
         "no_acl": "do not restore grants: only the owner can use anything, PUBLIC keeps EXECUTE on every function "
                   "(incl. SECURITY DEFINER ones) and default privileges are gone",
+        "include_pre_restore": "let latest be a pinned pre-restore backup (by default latest is the newest backup "
+                               "of the database as it was, not the state a restore replaced)",
     }
 )
 def restore(ctx, env, backup="latest", to="scratch", confirm=None, jobs=None, on=None, ssh_key=None, json=False,
-            no_owner=False, no_acl=False):
+            no_owner=False, no_acl=False, include_pre_restore=False):
     """Restore a backup into a new database; over a live one only with --confirm NAME (swap by rename)."""
     from flyops.db import pgconn
     from flyops.db import settings as from_stack
@@ -194,16 +247,27 @@ def restore(ctx, env, backup="latest", to="scratch", confirm=None, jobs=None, on
         repos.setdefault(to, from_stack.repo_config(target_stack, load_env(root(), to, must_exist=True)))
     host = host_for(on, ssh_key)
     jobs = int(jobs or stack.backup.jobs)
+    if is_dry(ctx):
+        from flyops.db.plans import restore_plan
+
+        _, ref = parse_ref(backup, stack.env)
+        show_plan(restore_plan(ref, env=stack.env, src_env=src_env, repo_config=repos[src_env],
+                               target=to if to == "scratch" or to in envs else "the database of the --to URL",
+                               jobs=jobs, host=host, include_pre_restore=include_pre_restore), json)
+        return
     runner = runner_for(ctx)
     with _target_url(target_stack, to, runner) as url:
         target_db = None if to == "scratch" else pgconn.dbname(url)
+        shown = progress_line(f"restore into {target_env}", host, json)
         server_url = pgconn.with_dbname(url, "postgres")  # admin SQL (create, rename) runs from here
         if target_db and confirm is None and sys.stdin.isatty() and sys.stdout.isatty():
             confirm = input(f"This replaces database {target_db!r} of {target_env}. Type its name to go on: ").strip()
-        result = restore_core(
-            backup, env=stack.env, repos=repos, server_url=server_url, target_db=target_db, confirm=confirm,
-            target_env=target_env, host=host, jobs=jobs, no_owner=no_owner, no_acl=no_acl,
-        )
+        with shown:
+            result = restore_core(
+                backup, env=stack.env, repos=repos, server_url=server_url, target_db=target_db, confirm=confirm,
+                target_env=target_env, host=host, jobs=jobs, no_owner=no_owner, no_acl=no_acl,
+                include_pre_restore=include_pre_restore,
+            )
     if json:
         print_json({k: v for k, v in result.items() if k != "manifest"})
         return
@@ -246,15 +310,23 @@ def prune(ctx, env, yes=False, json=False, on=None, ssh_key=None):
 
     stack = stack_for(env)
     repo = from_stack.repo_config(stack, load_env(root(), env, must_exist=True))
-    result = prune_core(repo, stack.env, from_stack.retention(stack), confirm=yes, host=host_for(on, ssh_key))
+    dry = is_dry(ctx)
+    result = prune_core(repo, stack.env, from_stack.retention(stack), confirm=yes and not dry, host=host_for(on, ssh_key))
+    if dry:
+        from flyops.db.plans import prune_plan
+
+        show_plan(prune_plan(result, stack.env, repo.location), json)
+        return
     if json:
         print_json(result)
         return
     out = console()
     verb = "dropped" if result["applied"] else "would drop"
     out.print(f"{stack.env}: keep {len(result['keep'])}, {verb} {len(result['drop'])}"
-              + (f" (+{len(result['orphans'])} unfinished leftovers)" if result["orphans"] else ""))
+              + (f" (+{len(result['orphans'])} unfinished leftovers)" if result["orphans"] else "")
+              + ("; restic prune reclaimed the data no snapshot references" if result["applied"] else ""))
     for bid in result["drop"]:
         out.print(f"  {verb}: {bid}")
-    if not yes and (result["drop"] or result["orphans"]):
-        out.print(f"dry run: nothing was deleted; run `inv db.prune --env {stack.env} --yes` to apply")
+    if not yes:
+        out.print(f"dry run: nothing was deleted; run `inv db.prune --env {stack.env} --yes` to apply "
+                  "(it also reclaims the data of failed or killed uploads)")

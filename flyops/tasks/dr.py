@@ -17,6 +17,7 @@ from flyops.envfile import load_env
 from flyops.errors import BadInput
 from flyops.present import console, print_json, table
 from flyops.tasks.base import root, runner_for, stack_for, task
+from flyops.tasks.db import is_dry, show_plan
 from flyops.units import format_duration, parse_duration
 
 
@@ -83,12 +84,25 @@ def drill(ctx, env, backup="latest", target="local", rto=None, rpo=None, keep=Fa
 
     stack = stack_for(env)
     repo = from_stack.repo_config(stack, load_env(root(), env, must_exist=True))
-    result = run_drill(
-        env=stack.env, repo_config=repo, backup=backup, target=_target(ctx, stack, target),
-        rto=_seconds("--rto", rto, stack.backup.rto), rpo=_seconds("--rpo", rpo, stack.backup.rpo),
-        smoke_queries=stack.backup.smoke_queries, jobs=stack.backup.jobs, keep=keep,
-        report_base=report, root=root(),
-    )
+    if is_dry(ctx):
+        from flyops.db.plans import drill_plan
+
+        if target not in ("local", "fly"):
+            raise BadInput(f"--target {target!r}: use local or fly")
+        show_plan(drill_plan(env=stack.env, repo_config=repo, backup=backup, target=target,
+                             rto=_seconds("--rto", rto, stack.backup.rto), rpo=_seconds("--rpo", rpo, stack.backup.rpo),
+                             jobs=stack.backup.jobs), json)
+        return
+    from flyops.progress import ProgressLine, wanted
+
+    line = ProgressLine(f"drill of {stack.env}", enabled=wanted(json))
+    with line.shown():
+        result = run_drill(
+            env=stack.env, repo_config=repo, backup=backup, target=_target(ctx, stack, target),
+            rto=_seconds("--rto", rto, stack.backup.rto), rpo=_seconds("--rpo", rpo, stack.backup.rpo),
+            smoke_queries=stack.backup.smoke_queries, jobs=stack.backup.jobs, keep=keep,
+            report_base=report, root=root(), on_progress=line if line.enabled else None,
+        )
     _show(result, json)
     result.raise_for_outcome()
 
@@ -149,7 +163,8 @@ def demo(ctx, keep_repo=False, json=False):
         source.psql("CREATE DATABASE app_production")
         counts = seed_sample(source.url("app_production"))
         out.print(f"demo: seeded {sum(counts.values())} rows in {len(counts)} tables; taking db.backup …")
-        manifest = take_backup(BackupSource(url=source.url("app_production"), env="demo"), repo, reason="demo")
+        manifest = take_backup(BackupSource(url=source.url("app_production"), env="demo"), repo, reason="demo",
+                               init=True)  # its own throwaway repository
         out.print(f"demo: backup {manifest['id']} stored ({manifest['bytes']} bytes, sha256 {manifest['sha256'][:12]}…);"
                   " running dr.drill against a second throwaway server …")
         result = run_drill(
@@ -243,6 +258,9 @@ def schedule_fly(ctx, env, image, schedule="daily", yes=False):
     for step in calls:
         out.print(f"{step['step']}: {runner.shown(step['call'])}"
                   + (f"  (stdin: {', '.join(step['stdin_keys'])})" if step["stdin_keys"] else ""), markup=False)
+    if is_dry(ctx):
+        out.print("[dry] nothing was created; run without --dry to create the machine", markup=False)
+        return
     confirm(f"create the scheduled backup machine for {stack.env}?", yes=yes)
     for step in calls:
         runner.run(step["call"])

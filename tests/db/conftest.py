@@ -36,9 +36,23 @@ def small_db(pg, make_db) -> str:
     return name
 
 
+@pytest.fixture(scope="session")
+def _repo_template(tmp_path_factory) -> RepoConfig:
+    """One `restic init` per session (its key derivation costs about a second); each test gets a
+    copy. A backup never creates a repository (`Repo.require`), so every test's starts initialised."""
+    from flyops.db.restic import Repo
+
+    config = RepoConfig(str(tmp_path_factory.mktemp("repo-template") / "repo"), secret("restic"))
+    Repo(config, LocalHost()).init()
+    return config
+
+
 @pytest.fixture
-def repo(tmp_path) -> RepoConfig:
-    return RepoConfig(str(tmp_path / "repo"), secret("restic"))
+def repo(tmp_path, _repo_template) -> RepoConfig:
+    import shutil
+
+    shutil.copytree(_repo_template.location, tmp_path / "repo")
+    return RepoConfig(str(tmp_path / "repo"), _repo_template.password)
 
 
 @pytest.fixture

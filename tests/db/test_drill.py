@@ -47,7 +47,7 @@ def sample_backup(pg, tmp_path_factory):
         c.execute(f'CREATE DATABASE "{db}"')
     seed_sample(pg.url(db))
     config = RepoConfig(str(tmp / "repo"), Secret("restic-pw-" + os.urandom(6).hex()))
-    manifest = backup(BackupSource(pg.url(db), ENV), config, lock_dir=tmp / "locks")
+    manifest = backup(BackupSource(pg.url(db), ENV), config, lock_dir=tmp / "locks", init=True)
     return config, manifest
 
 

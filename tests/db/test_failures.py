@@ -128,7 +128,7 @@ def test_repository_out_of_space_keeps_earlier_backups(pg, small_db, make_db, lo
         pytest.skip("cannot mount a tmpfs here")
     try:
         repo = RepoConfig(str(folder / "repo"), secret("restic"))
-        first = backup(source(pg, small_db), repo, lock_dir=lock_dir)  # fits
+        first = backup(source(pg, small_db), repo, lock_dir=lock_dir, init=True)  # fits
         big = make_db("big")
         with psycopg.connect(pg.url(big).reveal(), autocommit=True) as c:  # ~6 MiB even compressed
             c.execute("CREATE TABLE noise AS SELECT g, md5(random()::text) || md5(random()::text) AS h "
@@ -199,7 +199,7 @@ def test_restore_with_confirm_swaps_and_keeps_the_old_db(pg, small_db, make_db, 
     from tests.db.conftest import load_hostile
 
     load_hostile(pg.url(prod_db).reveal())
-    m = backup(source(pg, prod_db, env="production"), prod, lock_dir=lock_dir)
+    m = backup(source(pg, prod_db, env="production"), prod, lock_dir=lock_dir, init=True)
     before_target = fingerprints(pg.url(small_db).reveal())
 
     r = restore("production::latest", env="staging", repos={"staging": repo, "production": prod},

@@ -61,7 +61,7 @@ def test_compare_finds_a_changed_restore(pg, small_db, repo, lock_dir):
 def test_backup_to_s3(pg, hostile_db, s3, lock_dir):
     repo = RepoConfig(s3.restic_location("staging-test"), secret("restic"), secret("AKID"), s3.secret_key)
     host = RecordingHost()
-    m = backup(source(pg, hostile_db), repo, host=host, lock_dir=lock_dir)
+    m = backup(source(pg, hostile_db), repo, host=host, lock_dir=lock_dir, init=True)
     assert [r["id"] for r in list_backups(repo, "staging")] == [m["id"]]
     r = restore("staging::latest", env="staging", repos={"staging": repo}, server_url=pg.url("postgres"))
     assert fingerprints(pg.url(r["database"]).reveal()) == fingerprints(pg.url(hostile_db).reveal())

@@ -21,6 +21,8 @@ def local(ops, pg, make_db):
     write_env(ops.root, "local", {"DATABASE_URL": url, "RESTIC_PASSWORD": RESTIC_PW})
     ops.url = url
     ops.db = db
+    init = ops.inv("db.init", "--env", "local")
+    assert init.returncode == 0 and "created restic repository" in init.stdout, init.stderr
     return ops
 
 
@@ -96,7 +98,7 @@ def test_fly_database_is_reached_through_fly_proxy(ops, pg, make_db):
     write_env(ops.root, "staging", {**values, "POSTGRES_PASSWORD": pg.password.reveal(), "RESTIC_PASSWORD": RESTIC_PW})
     assert ops.fly("apps", "create", "my-app-staging-db", "--org", "personal").returncode == 0
     (ops.home / "services.json").write_text(json.dumps({"my-app-staging-db.internal:5432": f"127.0.0.1:{pg.port}"}))
-    r = ops.inv("db.backup", "--env", "staging", "--json")
+    r = ops.inv("db.backup", "--env", "staging", "--json", "--init")  # the first run's flag creates the repository
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["database"] == db
     proxies = [e["argv"] for e in ops.argv_log() if e["argv"][0] == "proxy"]

@@ -41,6 +41,7 @@ def backed_up(ops, pg, make_db):
     db = make_db("app")
     seed_sample(pg.url(db).reveal())
     write_env(ops.root, "local", {"DATABASE_URL": pg.url(db).reveal(), "RESTIC_PASSWORD": "pw-for-drills"})
+    assert ops.inv("db.init", "--env", "local").returncode == 0
     assert ops.inv("db.backup", "--env", "local").returncode == 0
     return ops
 

@@ -1,0 +1,192 @@
+"""Repository safety (issue 12, point 6) against real restic, PostgreSQL and moto's S3:
+no repository is created by a backup, failures name the process that failed, a killed
+upload's data is given back by prune, the backup lock lives in the repository, and `latest`
+is never a pre-restore copy unless asked."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from flyops.db.backup import backup, find_backup, list_backups
+from flyops.db.config import RepoConfig, Retention, Tools
+from flyops.db.prune import prune
+from flyops.db.repolock import STALE_AFTER, live_locks, repository_lock
+from flyops.db.restic import Repo, classify
+from flyops.db.restore import restore
+from flyops.errors import Busy, ExitCode, OpsError, PreconditionFailed
+from flyops.hosts import LocalHost
+from flyops.secret import Secret
+from tests.db.conftest import secret, source
+
+
+def test_a_backup_never_creates_a_repository(pg, small_db, tmp_path, lock_dir):
+    missing = RepoConfig(str(tmp_path / "nothing-here"), secret("restic"))
+    with pytest.raises(PreconditionFailed) as e:
+        backup(source(pg, small_db), missing, lock_dir=lock_dir)
+    assert e.value.code == ExitCode.PRECONDITION and "no restic repository" in e.value.message
+    assert "db.init" in e.value.fix and "nothing was changed" in e.value.message
+    assert not (tmp_path / "nothing-here").exists()
+    first = backup(source(pg, small_db), missing, lock_dir=lock_dir, init=True)  # the first run's --init
+    assert [b["id"] for b in list_backups(missing, "staging")] == [first["id"]]
+
+
+def test_a_deleted_repository_is_not_recreated(pg, small_db, repo, lock_dir):
+    import shutil
+
+    backup(source(pg, small_db), repo, lock_dir=lock_dir)
+    shutil.rmtree(repo.location)
+    with pytest.raises(PreconditionFailed):
+        backup(source(pg, small_db), repo, lock_dir=lock_dir)
+    assert not Path(repo.location).exists()
+
+
+def test_a_deleted_s3_repository_is_not_recreated(pg, small_db, s3, lock_dir):
+    config = RepoConfig(s3.restic_location(f"gone-{os.urandom(3).hex()}"), secret("restic"),
+                        Secret(s3.access_key), s3.secret_key)
+    with pytest.raises(PreconditionFailed) as e:
+        backup(source(pg, small_db), config, lock_dir=lock_dir)
+    assert "no restic repository" in e.value.message
+    assert Repo(config, LocalHost()).exists() is False
+
+
+def test_wrong_password_is_blamed_on_restic_not_pg_dump(pg, small_db, repo, lock_dir):
+    wrong = RepoConfig(repo.location, Secret("not-the-password"))
+    with pytest.raises(OpsError) as e:
+        backup(source(pg, small_db), wrong, lock_dir=lock_dir)
+    assert "restic" in e.value.message and "wrong password" in e.value.message
+    assert "pg_dump" not in e.value.message and "not-the-password" not in str(e.value)
+    assert Repo(repo, LocalHost()).snapshots() == []  # nothing written, no lock left
+
+
+def test_restic_exit_codes_and_old_texts_are_classified():
+    # restic >= 0.17 (cmd/restic/main.go) and 0.14's texts (exit 1)
+    assert classify(12, "") == "wrong-password" and classify(1, "Fatal: wrong password or no key found") == "wrong-password"
+    assert classify(10, "") == "no-repository"
+    assert classify(1, "Fatal: unable to open config file: stat /x/config: no such file or directory\n"
+                       "Is there a repository at the following location?") == "no-repository"
+    assert classify(11, "") == "locked" and classify(1, "unable to create lock in backend: repository is already locked "
+                                                        "exclusively by PID 1") == "locked"
+    assert classify(1, "Fatal: unable to save snapshot: no space left on device") is None
+
+
+def test_pipeline_blames_restic_when_it_failed_and_pg_dump_got_the_broken_pipe():
+    from flyops.db.backup import culprit
+
+    assert culprit({"pg_dump": "1", "tee": "141", "restic": "137", "sha": "0"}) == "restic"
+    assert culprit({"pg_dump": "1", "tee": "0", "restic": "0", "sha": "0"}) == "pg_dump"
+
+
+def _du(folder: str) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def _restic_pids(location: str) -> list[int]:
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(b"restic") for a in argv[:1]) and location.encode() in argv and b"backup" in argv:
+            pids.append(int(pid))
+    return pids
+
+
+def test_prune_reclaims_a_killed_upload(pg, make_db, repo, lock_dir, tmp_path):
+    """restic writes packs before the snapshot that names them; killed mid-upload (SIGKILL, as
+    the OOM killer or a reboot would), it leaves them unreferenced. db.prune gives the bytes back."""
+    db = make_db("big")
+    with psycopg.connect(pg.url(db).reveal(), autocommit=True) as c:  # ~64 MB of incompressible bytes
+        c.execute("CREATE TABLE noise AS SELECT g, decode(md5(random()::text) || md5(random()::text), 'hex') AS b "
+                  "FROM generate_series(1, 2000000) g")
+    kept = backup(source(pg, make_db("small")), repo, lock_dir=lock_dir)
+    before = _du(repo.location)
+    # a pg_dump that stalls after 48 MB: restic has written packs (16 MiB each) by then
+    stall = tmp_path / "stall"
+    stall.mkdir()
+    tool = stall / "pg_dump"
+    tool.write_text(f'#!/bin/bash\n[ "$1" = --version ] && exec {pg.bindir / "pg_dump"} "$@"\n'
+                    f'{pg.bindir / "pg_dump"} "$@" | {{ head -c 48000000; sleep 60; cat; }}\n')
+    tool.chmod(0o755)
+    failure: list[BaseException] = []
+
+    def run():
+        try:
+            backup(source(pg, db), repo, lock_dir=lock_dir, tools=Tools(pg_dump=str(tool)))
+        except BaseException as e:  # noqa: BLE001
+            failure.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.monotonic() + 120
+    while _du(repo.location) < before + 30_000_000:
+        assert time.monotonic() < deadline, "restic never wrote 30 MB of packs"
+        time.sleep(0.2)
+    for pid in _restic_pids(repo.location):
+        os.kill(pid, signal.SIGKILL)
+    t.join(timeout=120)
+    assert failure and isinstance(failure[0], OpsError) and "restic" in failure[0].message
+    assert "pg_dump (" not in failure[0].message  # restic died; pg_dump only saw the broken pipe
+    left = _du(repo.location)
+    assert left > before + 30_000_000  # the killed upload's packs are still there
+    assert [b["id"] for b in list_backups(repo, "staging")] == [kept["id"]]
+
+    result = prune(repo, "staging", Retention(), confirm=True)
+    assert result["drop"] == [] and result["applied"]
+    after = _du(repo.location)
+    print(f"repository bytes: before {before}, after the killed upload {left}, after db.prune {after}")
+    assert after < before + 2_000_000, (before, left, after)  # given back (index and snapshot files aside)
+    assert [b["id"] for b in list_backups(repo, "staging")] == [kept["id"]]
+
+
+def test_latest_is_the_database_as_it_was_not_the_pre_restore_copy(pg, small_db, repo, lock_dir):
+    first = backup(source(pg, small_db), repo, lock_dir=lock_dir)
+    over = restore("latest", env="staging", repos={"staging": repo}, server_url=pg.url("postgres"),
+                   target_db=small_db, confirm=small_db, lock_dir=lock_dir)
+    assert over["backup_id"] == first["id"] and over["pre_restore_backup"]
+    again = restore("latest", env="staging", repos={"staging": repo}, server_url=pg.url("postgres"))
+    assert again["backup_id"] == first["id"]  # not the pinned pre-restore copy, although it is newer
+    _dump, man = find_backup(Repo(repo, LocalHost()), "staging", "latest")
+    assert man["id"] != over["pre_restore_backup"]
+    asked = restore("latest", env="staging", repos={"staging": repo}, server_url=pg.url("postgres"),
+                    include_pre_restore=True)
+    assert asked["backup_id"] == over["pre_restore_backup"]
+
+
+def _snap(token: str, minutes_ago: float, *extra: str, holder: str = "other-host", pid: int = 1) -> dict:
+    t = datetime.now(UTC) - timedelta(minutes=minutes_ago)
+    return {"id": os.urandom(4).hex(), "time": t.strftime("%Y-%m-%dT%H:%M:%S.000000000Z"),
+            "tags": ["flyops", "part=lock", "env=staging", f"lock={token}", f"holder={holder}", f"pid={pid}", *extra]}
+
+
+def test_stale_lock_rules():
+    fresh = _snap("a", 1)
+    old = _snap("b", STALE_AFTER / 60 + 1)
+    refreshed = [_snap("c", STALE_AFTER / 60 + 5), _snap("c", 2)]  # refreshed lately: live
+    released = [_snap("d", 1), _snap("d", 0.5, "released")]
+    dead_here = _snap("e", 1, holder="this-host", pid=2 ** 22 + 12345)  # no such pid
+    alive_here = _snap("f", 1, holder="this-host", pid=os.getpid())
+    live = live_locks([fresh, old, *refreshed, *released, dead_here, alive_here], hostname="this-host")
+    assert set(live) == {"a", "c", "f"}
+
+
+def test_repository_lock_refuses_a_second_holder_and_frees_on_exit(repo):
+    r = Repo(repo, LocalHost())
+    with repository_lock(r, "staging"):
+        with pytest.raises(Busy) as e:
+            with repository_lock(r, "staging"):
+                pass
+        assert e.value.code == ExitCode.BUSY and "holds the lock in" in e.value.message
+        with repository_lock(r, "production"):  # per environment
+            pass
+    with repository_lock(r, "staging"):
+        pass
+    assert r.snapshots() == []  # every lock snapshot was forgotten on release
