@@ -199,6 +199,7 @@ def test_a_scheduled_backup_reads_its_token_from_a_file_and_fails_loudly_when_no
     token_file = tmp_path / "staging.fly-token"
     token_file.write_text(make_token(ops.home, "app", app="my-app-staging-db") + "\n")
     token_file.chmod(0o600)
+    assert ops.inv("db.init", "--env", "staging").returncode == 0  # the repository is made once, by hand
     scheduled = ("db.backup", "--env", "staging", "--kind", "scheduled", "--if-older-than", "20h", "--json")
     r = ops.inv(*scheduled, FLY_API_TOKEN="", FLY_API_TOKEN_FILE=str(token_file))
     assert r.returncode == 0, r.stderr

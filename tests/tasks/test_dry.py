@@ -108,7 +108,7 @@ def _world(base: Path, tmp: Path) -> World:
 
 
 def _stale_render(w: World) -> None:
-    edit(w.root / "fly/stack.toml", "min_machines = 1", "min_machines = 2")
+    edit(w.root / "fly/stack.toml", 'health_path = "/up"', 'health_path = "/healthz"')  # only web.toml changes
 
 
 def _bigger_volumes(w: World) -> None:

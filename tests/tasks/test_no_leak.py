@@ -70,6 +70,7 @@ def runs(ops, local_url: str, bad_url: str) -> list[tuple[tuple[str, ...], set[i
         (("schedule.show", "--env", "staging"), {0}),
         (("schedule.fly", "--env", "production", "--image", "registry.fly.io/my-app-backup:1", "--yes"), {0}),
         (("ci.workflows", "--ops-repo", "acme/my-app-ops", "--out", str(ops.root / "workflows")), {0}),
+        (("db.init", "--env", "local"), {0}),
         (("db.backup", "--env", "local", "--reason", "leak test", "--json"), {0}),
         (("db.backup", "--env", "local"), {0}),
         (("db.list", "--env", "local"), {0}),

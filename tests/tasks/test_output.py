@@ -18,6 +18,7 @@ def local(ops, pg, make_db):
     url = pg.url(db).reveal()
     seed_sample(url)
     write_env(ops.root, "local", {"DATABASE_URL": url, "RESTIC_PASSWORD": RESTIC_PW})
+    assert ops.inv("db.init", "--env", "local").returncode == 0
 
 
 def test_db_list_in_a_pipe_shows_whole_backup_ids(ops, pg, make_db, tmp_path):

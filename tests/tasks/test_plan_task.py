@@ -52,17 +52,19 @@ def test_local_env_is_not_on_fly(ops):
     assert r.returncode == 2 and "not deployed to Fly" in r.stderr
 
 
-def test_plan_after_up_without_deploy_has_only_the_first_deploys_pending(ops):
+def test_plan_after_up_without_deploy_has_the_first_deploys_and_machines_pending(ops):
     up = ops.inv("up", "--env", "staging", "--yes", "--no-deploy")
     assert up.returncode == 0, up.stderr
-    # not deployed yet: every component lacks its machine in fra, and plan says so
+    # created, never deployed: not converged. Every app but the database waits for its first
+    # deploy, and every component lacks its machine in fra; plan says both
     r = ops.inv("plan", "--env", "staging", "--json")
-    assert r.returncode == 7
-    rows = [x for x in json.loads(r.stdout)["rows"] if x["action"] == "create"]
+    assert r.returncode == 7, r.stdout + r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["summary"]["change"] == 0 and doc["summary"]["deploy"] == 6
+    rows = [x for x in doc["rows"] if x["action"] == "create"]
     assert {(x["kind"], x["target"]) for x in rows} == {("machine", "fra")} and len(rows) == 6
     up = ops.inv("up", "--env", "staging", "--yes", "--image", "registry.fly.io/my-app:1")
     assert up.returncode == 0, up.stderr
     r = ops.inv("plan", "--env", "staging", "--json")
-    assert r.returncode == 7, r.stdout + r.stderr  # created, never deployed: not converged
-    summary = json.loads(r.stdout)["summary"]
-    assert summary["create"] == 0 and summary["change"] == 0 and summary["deploy"] == 6
+    assert r.returncode == 0, r.stdout + r.stderr  # deployed and placed: nothing pending
+    assert json.loads(r.stdout)["summary"]["create"] == 0
