@@ -10,13 +10,9 @@ from flyops.errors import OpsError
 from flyops.present import console, print_json, table
 from flyops.rollback import rollback_environment
 from flyops.status import COLUMNS, read_status, rows
-from flyops.tasks.base import runner_for, stack_for, task
+from flyops.tasks.base import runner_for, say, stack_for, task
 
 OUTCOME_STYLE = {"deployed": "green", "failed": "red", "not started": "yellow", "checked": "dim", "skipped": "dim"}
-
-
-def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 def _report(result: DeployResult, as_json: bool, *, verb: str) -> None:
@@ -57,7 +53,7 @@ def deploy(ctx, env, only=None, image=None, rollback_on_failure=False, message="
     stack = stack_for(env)
     runner = runner_for(ctx, verbose=verbose)
     result = deploy_environment(stack, runner, only=only, image=image, rollback_on_failure=rollback_on_failure,
-                                message=message, say=_say)
+                                message=message, say=say)
     _report(result, json, verb="deploy")
 
 
@@ -75,7 +71,7 @@ def rollback(ctx, env, app=None, to=None, json=False, verbose=False):
     stack = stack_for(env)
     runner = runner_for(ctx, verbose=verbose)
     with audit_trail.recorded(stack, runner, "rollback") as outcome:  # an interrupted rollback too
-        result = rollback_environment(stack, runner, app=app, to=to, say=_say)
+        result = rollback_environment(stack, runner, app=app, to=to, say=say)
         outcome.written = True  # rollback_environment wrote its line (ok / failed, per app)
     _report(result, json, verb="rollback")
 
