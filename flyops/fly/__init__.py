@@ -1,0 +1,1 @@
+"""The Fly side: the flyctl seam and everything built on it."""
