@@ -2,10 +2,11 @@
 
 from invoke import Collection
 
+from flyops.tasks import audit, config, db, demo, dr, keydb, schedule, secrets, up
 from flyops.tasks import ci as ci_tasks
-from flyops.tasks import config, db, dr, keydb, secrets, up
 from flyops.tasks import deploy as deploy_tasks
 from flyops.tasks import lock as lock_tasks
+from flyops.tasks import status as status_tasks
 from flyops.tasks.plan import plan_task
 from flyops.toolpath import prefer_venv_tools
 
@@ -15,17 +16,15 @@ ns = Collection()
 # top level: the everyday verbs
 ns.add_task(plan_task, name="plan")
 ns.add_task(up.up, name="up")
-for _t in (deploy_tasks.deploy, deploy_tasks.rollback, deploy_tasks.status_task, deploy_tasks.audit_task):
+for _t in (deploy_tasks.deploy, deploy_tasks.rollback, status_tasks.status_task, audit.audit_task):
     ns.add_task(_t)
-ns.add_task(dr.demo, name="demo")
+ns.add_task(demo.demo, name="demo")
 # nouns
 ns.add_collection(Collection.from_module(config), name="config")
 ns.add_collection(Collection.from_module(keydb), name="keydb")
 ns.add_collection(Collection.from_module(secrets), name="secrets")
 ns.add_collection(Collection.from_module(lock_tasks), name="lock")
-_db = Collection.from_module(db)
-_db.add_task(dr.verify, name="verify")
-ns.add_collection(_db, name="db")
-ns.add_collection(Collection("dr", dr.drill), name="dr")
-ns.add_collection(Collection("schedule", show=dr.schedule_show, fly=dr.schedule_fly), name="schedule")
+ns.add_collection(Collection.from_module(db), name="db")
+ns.add_collection(Collection.from_module(dr), name="dr")
+ns.add_collection(Collection.from_module(schedule), name="schedule")
 ns.add_collection(Collection.from_module(ci_tasks), name="ci")

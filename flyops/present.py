@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from rich.box import HEAVY_HEAD
@@ -33,6 +34,11 @@ _json_documents = 0  # how many print_json wrote in this process: the error boun
 
 def json_printed() -> int:
     return _json_documents
+
+
+def rows_json(rows: Iterable[Any]) -> list[dict[str, Any]]:
+    """Table rows (dataclasses) as the list of objects `--json` prints."""
+    return [asdict(r) for r in rows]
 
 
 def print_json(data: Any) -> None:

@@ -32,10 +32,6 @@ class DeployEnv:
         src = self.tmp / "my-app"  # project.source = "../my-app"
         src.mkdir()
         (src / "Dockerfile").write_text("FROM ruby:3.3-slim\n")
-        for store in STORES:
-            d = self.root / "keydb" / env / store
-            d.mkdir(parents=True, exist_ok=True)
-            (d / "Dockerfile").write_text("FROM eqalpha/keydb:latest\n")
         self.base_env = {k: v for k, v in os.environ.items() if not k.startswith(("FLY_", "FAKEFLY_", "FLYOPS_"))}
         self.base_env.update({
             "FLYOPS_ROOT": str(self.root), "FLYCTL": str(FLYCTL), "FLY_API_TOKEN": "test-token",

@@ -29,7 +29,8 @@ import psycopg
 import pytest
 import sh
 
-from flyops.db.scratch import ScratchCluster, free_port
+from flyops.db.scratch import ScratchCluster
+from flyops.procs import free_port
 from flyops.secret import Secret
 
 

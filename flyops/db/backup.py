@@ -15,31 +15,28 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import getpass
 import json
 import os
 import re
 import shlex
-import socket
 import tempfile
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 
 from flyops.db import database, pgconn
-from flyops.db.config import DEFAULT_TOOLS, BackupSource, Notify, RepoConfig, Retention, Tools
+from flyops.db.catalog import MANIFEST_FILE, manifest_tags
+from flyops.db.config import DEFAULT_TOOLS, BackupSource, Notify, RepoConfig, Tools
+from flyops.db.hosts import Host, LocalHost, RunResult
 from flyops.db.manifest import KINDS, database_facts, new_backup_id, utcnow
-from flyops.db.restic import TAG, Repo, classify, explain_failure, summary, tag_value
+from flyops.db.restic import Repo, classify, explain_failure, parse_summary
 from flyops.errors import BadInput, Busy, OpsError, PreconditionFailed
-from flyops.hosts import Host, LocalHost, RunResult
+from flyops.procs import operator
 from flyops.progress import report
 from flyops.secret import Secret, redact
 
 LOCK_CLASS = 0x666C79  # advisory lock class id ("fly"); the object id is hashtext('flyops-backup:<env>')
-MANIFEST_FILE = "manifest.json"
-VERIFY_FILE = "verify.json"
 
 
 # -- locking ------------------------------------------------------------------------------
@@ -199,10 +196,6 @@ def notify_failure(notify: Notify | None, env: str, kind: str, error: OpsError |
 # -- backup -------------------------------------------------------------------------------------
 
 
-def operator() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()}"
-
-
 def backup(source: BackupSource, repo_config: RepoConfig, *, host: Host | None = None, kind: str = "manual",
            reason: str = "", pinned: bool = False, tools: Tools = DEFAULT_TOOLS, notify: Notify | None = None,
            lock_dir: Path | None = None, init: bool = False, role_passwords: bool = False) -> dict:
@@ -276,7 +269,7 @@ def _backup_locked(source: BackupSource, session_url: Secret, repo: Repo, host: 
         out = parse_kv(r.stdout)
         _check_pipeline(r, out, host, repo.location)
         roles = database.record_roles(host, tools, source.url, facts["referenced_roles"], passwords=role_passwords)
-        s = summary(out["summary"])
+        s = parse_summary(out["summary"])
         manifest = {
             "format": 1,
             "id": backup_id,
@@ -363,186 +356,13 @@ def _check_pipeline(r: RunResult, out: dict[str, str], host: Host, location: str
             fix = ("free space where the repository lives (or run `inv db.prune --env ENV --yes`, which also "
                    "reclaims what this failed upload left); the backups already in it are intact")
         raise OpsError(f"backup failed on {host.name}: {first} ({failed}); no backup was recorded\n{tail}", fix=fix)
-    s = summary(out.get("summary") or "")
+    s = parse_summary(out.get("summary") or "")
     if not out.get("sha256") or len(out["sha256"]) != 64:
         raise OpsError("backup failed: no SHA-256 of the dump stream was computed; no backup was recorded")
     if not s.get("total_bytes_processed"):
         raise OpsError("backup failed: restic reports no bytes read from pg_dump; no backup was recorded")
 
 
-def manifest_tags(m: dict) -> list[str]:
-    """The manifest snapshot's tags: enough for listing without reading every manifest."""
-    tags = ["part=manifest", f"id={m['id']}", f"env={m['environment']}", f"kind={m['kind']}",
-            f"start={m['start']}", f"end={m['end']}", f"bytes={m['bytes']}", f"added={m['added_bytes']}",
-            f"server={m['server_version'].split()[0]}", f"pgdump={m['pg_dump_version']}"]
-    if m.get("pinned"):
-        tags.append("pinned")
-    return tags
-
-
 # -- reading the repository ----------------------------------------------------------------------
 
 
-def _parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-
-
-def catalog(repo: Repo, env: str) -> dict[str, dict]:
-    """backup id -> {"dump": snap, "manifest": snap, "verify": [snaps]} for one environment."""
-    out: dict[str, dict] = {}
-    for snap in repo.snapshots(f"env={env}"):
-        bid, part = tag_value(snap, "id"), tag_value(snap, "part")
-        if not bid or not part:
-            continue
-        entry = out.setdefault(bid, {"dump": None, "manifest": None, "verify": []})
-        if part == "verify":
-            entry["verify"].append(snap)
-        elif part in ("dump", "manifest"):
-            entry[part] = snap
-    return out
-
-
-def _row(bid: str, entry: dict) -> dict:
-    m = entry["manifest"]
-    start, end = _parse_time(tag_value(m, "start")), _parse_time(tag_value(m, "end"))
-    verify = None
-    if entry["verify"]:
-        v = sorted(entry["verify"], key=lambda s: s["time"])[-1]
-        verify = {"result": tag_value(v, "result"), "level": tag_value(v, "level"), "at": tag_value(v, "at")}
-    return {
-        "id": bid,
-        "when": start,
-        "kind": tag_value(m, "kind"),
-        "bytes": int(tag_value(m, "bytes") or 0),
-        "added_bytes": int(tag_value(m, "added") or 0),
-        "duration_s": (end - start).total_seconds() if start and end else None,
-        "server_version": tag_value(m, "server"),
-        "pg_dump_version": tag_value(m, "pgdump"),
-        "verified": verify,
-        "pinned": "pinned" in (m.get("tags") or []),
-        "snapshots": [entry["dump"]["id"], m["id"], *[v["id"] for v in entry["verify"]]],
-    }
-
-
-def list_backups(repo_config: RepoConfig, env: str, *, host: Host | None = None, tools: Tools = DEFAULT_TOOLS,
-                 retention: Retention | None = None) -> list[dict]:
-    """Complete backups of `env`, newest first. With `retention`, each row says whether the next
-    prune keeps it and by which rule (`retention` key)."""
-    repo = Repo(repo_config, host or LocalHost(), tools)
-    rows = [_row(bid, e) for bid, e in catalog(repo, env).items() if e["dump"] and e["manifest"]]
-    rows.sort(key=lambda r: r["id"], reverse=True)
-    if retention is not None:
-        from flyops.db.prune import EXPIRY_ASSUMPTION, plan_retention, project_expiry
-
-        now = datetime.now(UTC)
-        decisions = plan_retention(rows, retention, now=now)
-        expiry = project_expiry(rows, retention, now=now)
-        for row in rows:
-            when = expiry[row["id"]]
-            row["retention"] = {**decisions[row["id"]],
-                                "expires": when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else None,
-                                "expires_assuming": EXPIRY_ASSUMPTION}
-    return rows
-
-
-#: what `latest` means: the newest backup of the database as it was, never the pinned copy a
-#: restore took of the database it was about to replace (that state is the one just given up)
-LATEST_KINDS = tuple(k for k in KINDS if k != "pre-restore")
-
-
-def latest_tag_args(part: str, env: str, include_pre_restore: bool = False) -> list[str]:
-    """`--tag` options selecting `latest`'s candidates: one tag list per kind (restic ORs the
-    lists and ANDs the tags inside one, internal/restic/snapshot_find.go), or all kinds."""
-    base = f"{TAG},part={part},env={env}"
-    if include_pre_restore:
-        return ["--tag", base]
-    return [a for k in LATEST_KINDS for a in ("--tag", f"{base},kind={k}")]
-
-
-def find_backup(repo: Repo, env: str, ref: str, *, include_pre_restore: bool = False) -> tuple[dict, dict]:
-    """(dump snapshot, manifest snapshot) for an id or `latest` in `env`. BadInput if unknown.
-    `latest` skips pre-restore backups unless `include_pre_restore`."""
-    cat = {bid: e for bid, e in catalog(repo, env).items() if e["dump"] and e["manifest"]}
-    if ref == "latest":
-        candidates = [bid for bid, e in cat.items()
-                      if include_pre_restore or tag_value(e["manifest"], "kind") in LATEST_KINDS]
-        if not candidates:
-            raise BadInput(f"there is no complete backup of {env} in {repo.location}"
-                           + ("" if include_pre_restore or not cat else " (other than pre-restore copies)"),
-                           fix=None if include_pre_restore or not cat else
-                           "name a pre-restore backup by its id (see `inv db.list`), or pass --include-pre-restore")
-        ref = max(candidates)
-    if ref not in cat:
-        raise BadInput(f"backup {ref!r} not found among the complete backups of {env} in {repo.location}",
-                       fix="see `inv db.list` for ids")
-    return cat[ref]["dump"], cat[ref]["manifest"]
-
-
-def fetch_manifest(repo: Repo, env: str, ref: str, *, include_pre_restore: bool = False) -> tuple[str, dict]:
-    """(dump snapshot id, manifest) for an id or `latest` in `env`, with ONE restic run
-    (`restic dump --tag ... latest /manifest.json`) where find_backup + read_json take two, each
-    paying the repository's key derivation. The manifest is written only after its dump, so a
-    manifest found means a complete backup; it names its dump snapshot. BadInput if none matches.
-    `latest` skips pre-restore backups unless `include_pre_restore`."""
-    if ref == "latest":
-        tag_args = latest_tag_args("manifest", env, include_pre_restore)
-    else:
-        tag_args = ["--tag", f"{TAG},part=manifest,env={env},id={ref}"]
-    r = repo.run("dump", *tag_args, "latest", "/" + MANIFEST_FILE, what="dump manifest", check=False)
-    if not r.ok:
-        if "no snapshot found" in r.stderr:
-            what = f"there is no complete backup of {env}" if ref == "latest" else \
-                f"backup {ref!r} not found among the complete backups of {env}"
-            raise BadInput(f"{what} in {repo.location}", fix="see `inv db.list` for ids")
-        raise explain_failure(r, "dump manifest", repo.location)
-    manifest = json.loads(r.stdout)
-    if not manifest.get("restic_snapshot"):  # written by every version so far; be explicit if not
-        dump_snap, _ = find_backup(repo, env, manifest["id"])
-        return dump_snap["id"], manifest
-    return manifest["restic_snapshot"], manifest
-
-
-def read_manifest(repo: Repo, env: str, ref: str) -> dict:
-    _dump, manifest_snap = find_backup(repo, env, ref)
-    return repo.read_json(manifest_snap["id"], MANIFEST_FILE)
-
-
-def newest_backup_age(repo_config: RepoConfig, env: str, *, host: Host | None = None,
-                      tools: Tools = DEFAULT_TOOLS) -> float | None:
-    """Seconds since the newest complete backup started (None when there is none)."""
-    rows = list_backups(repo_config, env, host=host, tools=tools)
-    when = max((r["when"] for r in rows if r["when"]), default=None)
-    return (datetime.now(UTC) - when).total_seconds() if when else None
-
-
-def should_skip(repo_config: RepoConfig, env: str, if_older_than: float, *, host: Host | None = None,
-                tools: Tools = DEFAULT_TOOLS) -> bool:
-    """`--if-older-than`: True when the newest complete backup is younger than the window."""
-    repo = Repo(repo_config, host or LocalHost(), tools)
-    if not repo.exists():
-        return False
-    age = newest_backup_age(repo_config, env, host=host, tools=tools)
-    return age is not None and age < if_older_than
-
-
-def record_verification(repo_config: RepoConfig, env: str, backup_id: str, result: dict, *,
-                        host: Host | None = None, tools: Tools = DEFAULT_TOOLS) -> str:
-    """Store a verification record (the drill's result) next to the backup; returns its snapshot id.
-
-    `result` should hold at least `ok` (bool) and `level` (decode|integrity|restore)."""
-    repo = Repo(repo_config, host or LocalHost(), tools)
-    find_backup(repo, env, backup_id)  # BadInput for an unknown id
-    at = utcnow()
-    record = {"backup_id": backup_id, "environment": env, "recorded_at": at, **result}
-    tags = ["part=verify", f"id={backup_id}", f"env={env}", f"result={'pass' if result.get('ok') else 'fail'}",
-            f"level={result.get('level', 'unknown')}", f"at={at}"]
-    return repo.store_json(VERIFY_FILE, json.loads(json.dumps(record, default=str)), tags, env)
-
-
-def pin(repo_config: RepoConfig, env: str, backup_id: str, *, host: Host | None = None, tools: Tools = DEFAULT_TOOLS) -> None:
-    """Exempt a backup from retention (`pinned` tag on its manifest snapshot)."""
-    repo = Repo(repo_config, host or LocalHost(), tools)
-    _dump, m = find_backup(repo, env, backup_id)
-    repo.add_tags(m["id"], ["pinned"])

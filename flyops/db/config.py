@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 from flyops.errors import BadInput
 from flyops.secret import Secret
+from flyops.stack.model import ENV_NAME
 
 _S3 = re.compile(r"^s3:https?://[A-Za-z0-9.\-\[\]:]+(:\d+)?/[a-z0-9][a-z0-9.\-]{1,62}(/[A-Za-z0-9._\-/]*)?$")
-_ENV = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
 
 @dataclass(frozen=True)
@@ -45,27 +45,6 @@ class RepoConfig:
 
 
 @dataclass(frozen=True)
-class Retention:
-    """GFS policy for complete backups. Pinned (incl. pre-restore) backups are exempt for
-    `pinned_days` after they were taken (None: for ever), then rotate like any other."""
-
-    daily: int = 7
-    weekly: int = 4
-    monthly: int = 6
-    minimum: int = 3  # never fewer complete backups than this, whatever the buckets say
-    pinned_days: int | None = 90
-
-    def __post_init__(self) -> None:
-        for k in ("daily", "weekly", "monthly", "minimum"):
-            if getattr(self, k) < 0:
-                raise BadInput(f"retention.{k} must be >= 0")
-        if self.pinned_days is not None and self.pinned_days < 1:
-            raise BadInput("retention.pinned_days must be >= 1")
-        if self.minimum < 1:
-            raise BadInput("retention.minimum must be >= 1 (the newest backup is always kept)")
-
-
-@dataclass(frozen=True)
 class BackupSource:
     """The database to back up: a direct (not pooled) URL, and the environment it belongs to."""
 
@@ -73,7 +52,7 @@ class BackupSource:
     env: str
 
     def __post_init__(self) -> None:
-        if not _ENV.match(self.env):
+        if not ENV_NAME.match(self.env):
             raise BadInput(f"environment {self.env!r}: lower-case letters, digits and '-' only")
         from flyops.db.pgconn import parse_url
 

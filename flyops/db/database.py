@@ -27,8 +27,8 @@ from psycopg import sql
 
 from flyops.db import pgconn
 from flyops.db.config import Tools
+from flyops.db.hosts import Host
 from flyops.errors import OpsError, PreconditionFailed
-from flyops.hosts import Host
 from flyops.secret import Secret
 
 # -- which roles a database uses --------------------------------------------------------------

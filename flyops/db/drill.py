@@ -21,7 +21,7 @@ interrupt ends (bash, restic, pg_restore and its -j workers) instead of waiting 
 handler also sets a flag checked between phases, in case a caller swallowed the interrupt.
 Teardown itself runs with signals deferred, so a second Ctrl-C cannot strand a server.
 
-Processes run through `sh` only; scripts get their secrets on stdin via `flyops.hosts.prepare`.
+Processes run through `sh` only; scripts get their secrets on stdin via `flyops.db.hosts.prepare`.
 """
 
 from __future__ import annotations
@@ -32,9 +32,7 @@ import random
 import re
 import shlex
 import shutil
-import signal
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,18 +41,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
-import sh
 
 from flyops.db import database, pgconn
-from flyops.db.backup import (
-    MANIFEST_FILE,
-    find_backup,
-    list_backups,
-    operator,
-    parse_kv,
-    record_verification,
-)
+from flyops.db.backup import parse_kv
+from flyops.db.catalog import MANIFEST_FILE, find_backup, list_backups, record_verification
 from flyops.db.config import DEFAULT_TOOLS, RepoConfig, Tools
+from flyops.db.hosts import run_program
 from flyops.db.report import default_report_base, write_reports
 from flyops.db.restic import Repo
 from flyops.db.restore import (
@@ -77,8 +69,10 @@ from flyops.errors import (
     TargetMissed,
     VerificationFailed,
 )
-from flyops.flyctl import commands as fly
-from flyops.flyctl.commands import Call
+from flyops.fly.flyctl import commands as fly
+from flyops.fly.flyctl.commands import Call
+from flyops.fly.flyctl.output import postgres_create_password
+from flyops.procs import Signals, free_port, operator
 from flyops.secret import Secret
 from flyops.units import human_duration
 
@@ -86,44 +80,6 @@ PHASES_IN_RTO = ("provision", "restore", "verify")
 
 
 # -- signals ---------------------------------------------------------------------------------
-
-
-class _Signals:
-    """SIGINT/SIGTERM -> KeyboardInterrupt (and a sticky flag) while inside; deferred in teardown."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self.deferred = False
-        self._previous: dict[int, Any] = {}
-
-    def _handler(self, signum, frame):  # noqa: ARG002
-        self.received = signum
-        if not self.deferred:
-            raise KeyboardInterrupt(f"signal {signum}")
-
-    def __enter__(self) -> _Signals:
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._previous[s] = signal.getsignal(s)
-                signal.signal(s, self._handler)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, h in self._previous.items():
-            signal.signal(s, h)
-
-    def check(self) -> None:
-        """Between phases: raise if a signal arrived that something swallowed."""
-        if self.received is not None and not self.deferred:
-            raise KeyboardInterrupt(f"signal {self.received}")
-
-    @contextlib.contextmanager
-    def defer(self) -> Iterator[None]:
-        self.deferred = True
-        try:
-            yield
-        finally:
-            self.deferred = False
 
 
 # -- targets ---------------------------------------------------------------------------------
@@ -193,16 +149,13 @@ def fly_drill_app_name(project: str, env: str, now: datetime | None = None) -> s
     return re.sub(r"[^a-z0-9-]", "-", name)[:63].strip("-")
 
 
-_PASSWORD_LINE = re.compile(r"^\s*Password:\s*(\S+)\s*$", re.MULTILINE)
-
-
 def parse_postgres_create_password(output: str) -> Secret:
     """The generated superuser password from `fly postgres create` output (as a Secret)."""
-    m = _PASSWORD_LINE.search(output or "")
-    if not m:
+    found = postgres_create_password(output)
+    if found is None:
         raise OpsError("fly postgres create printed no 'Password:' line; cannot reach the drill cluster",
                        fix="check flyctl's output format (flyctl.md §9) and that the runner returns stdout")
-    return Secret(m.group(1))
+    return found
 
 
 FlyRun = Callable[[Call], str]  # run a flyctl call through the one runner, return stdout; raise OpsError
@@ -235,8 +188,6 @@ class FlyTarget:
         self._password: Secret | None = None
 
     def provision(self, manifest: dict, work_dir: Path) -> dict:  # noqa: ARG002
-        from flyops.db.scratch import free_port
-
         self.created = True  # from the first call on, teardown destroys the app (a no-op if absent)
         out = self.run(fly.postgres_create(self.app, self.org, self.region, cluster_size=1, vm_size=self.vm_size,
                                            volume_size_gb=self.volume_size_gb, image_ref=self.image_ref))
@@ -460,7 +411,7 @@ def run_drill(*, env: str, repo_config: RepoConfig, backup: str = "latest", targ
 
     work: Path | None = None
     provisioned = False
-    with _Signals() as signals:
+    with Signals() as signals:
         try:
             try:
                 progress(event="start", phase="select")
@@ -566,7 +517,7 @@ def ph_restore_detail(result: DrillResult) -> str:
 
 
 @contextlib.contextmanager
-def _phase(result: DrillResult, name: str, progress: _Progress, signals: _Signals) -> Iterator[Phase]:
+def _phase(result: DrillResult, name: str, progress: _Progress, signals: Signals) -> Iterator[Phase]:
     signals.check()
     ph = Phase(name)
     result.phases.append(ph)
@@ -659,13 +610,13 @@ def _tool_versions(tools: Tools) -> dict:
     out = {}
     for name, binary in (("pg_restore", tools.pg_restore), ("restic", tools.restic)):
         with contextlib.suppress(Exception):
-            text = str(sh.Command(binary)("version" if name == "restic" else "--version")).strip()
+            text = run_program([binary, "version" if name == "restic" else "--version"]).stdout.strip()
             m = re.search(r"(\d+\.\d+(?:\.\d+)?)", text)
             out[name] = m.group(1) if m else text[:40]
     return out
 
 
 def _local_host():
-    from flyops.hosts import LocalHost
+    from flyops.db.hosts import LocalHost
 
     return LocalHost()

@@ -11,7 +11,9 @@ from psycopg import sql
 
 from flyops.db.database import referenced_roles
 
-KINDS = ("manual", "scheduled", "pre-restore")
+#: manual and scheduled are what `db.backup --kind` takes; db.restore takes pre-restore itself
+REQUESTED_KINDS = ("manual", "scheduled")
+KINDS = (*REQUESTED_KINDS, "pre-restore")
 _SHORT_KIND = {"manual": "manual", "scheduled": "sched", "pre-restore": "prerestore"}
 
 _TABLES = """

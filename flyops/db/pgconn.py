@@ -8,7 +8,7 @@ takes, `postgresql:///db?host=/var/run/postgresql` (socket), `postgres://u%40x:p
 `key=value` conninfo string, which libpq, psycopg and every pg_* tool take as `-d`.
 
 pg_dump/pg_restore get `-d <conninfo without password>` in argv and the password as
-PGPASSWORD on stdin (see flyops.hosts)."""
+PGPASSWORD on stdin (see flyops.db.hosts)."""
 
 from __future__ import annotations
 

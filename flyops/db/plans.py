@@ -11,10 +11,11 @@ from __future__ import annotations
 import shlex
 from datetime import UTC, datetime
 
-from flyops.db.backup import DUMP_FILE, MANIFEST_FILE, fetch_manifest, find_backup
+from flyops.db.backup import DUMP_FILE
+from flyops.db.catalog import MANIFEST_FILE, fetch_manifest, find_backup
 from flyops.db.config import DEFAULT_TOOLS, RepoConfig, Tools
+from flyops.db.hosts import Host, LocalHost
 from flyops.db.restic import Repo, tag_value
-from flyops.hosts import Host, LocalHost
 
 
 def _repo_state(repo: Repo) -> tuple[bool, str]:

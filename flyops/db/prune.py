@@ -1,93 +1,22 @@
-"""Retention: which complete backups a GFS policy keeps, and `prune` that applies it.
+"""`prune`: apply the retention plan (`flyops.db.retention`) to a repository.
 
-The plan is computed here rather than by `restic forget --keep-*`, because one backup is
-two or more snapshots (dump, manifest, verify records) and restic would bucket them one by
-one (keeping a day's manifest while dropping that day's dump). The bucketing follows
-restic's rules (newest first; a snapshot is kept by a rule when it opens a new day/week/month
-bucket and the rule has count left). Extra guards: the newest backup is always kept, never
-fewer than `minimum`, pinned backups (including pre-restore) are exempt for `pinned_days`. The chosen snapshots
-are then removed with `restic forget --prune <ids>`.
+The snapshots of the backups the plan drops are removed with `restic forget --prune <ids>`,
+together with the dumps of unfinished backups older than ORPHAN_GRACE (a killed backup's data,
+reclaimable here) and restic's stale locks.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from flyops.db.backup import catalog
-from flyops.db.config import DEFAULT_TOOLS, RepoConfig, Retention, Tools
+from flyops.db.catalog import catalog
+from flyops.db.catalog import row as backup_row
+from flyops.db.config import DEFAULT_TOOLS, RepoConfig, Tools
+from flyops.db.hosts import Host, LocalHost
 from flyops.db.restic import Repo
-from flyops.hosts import Host, LocalHost
+from flyops.db.retention import Retention, plan_retention
 
 ORPHAN_GRACE = timedelta(hours=24)  # an unfinished backup's dump younger than this may still be running
-
-_BUCKETS = {
-    "daily": lambda t: t.strftime("%Y-%m-%d"),
-    "weekly": lambda t: "{}-W{:02d}".format(*t.isocalendar()[:2]),
-    "monthly": lambda t: t.strftime("%Y-%m"),
-}
-
-
-def pin_holds(row: dict, policy: Retention, now: datetime) -> bool:
-    """A pinned backup is exempt from rotation for `policy.pinned_days` after it was taken."""
-    if not row["pinned"]:
-        return False
-    if policy.pinned_days is None or row["when"] is None:
-        return True
-    return row["when"] > now - timedelta(days=policy.pinned_days)
-
-
-def plan_retention(rows: list[dict], policy: Retention, *, now: datetime | None = None) -> dict[str, dict]:
-    """backup id -> {"keep": bool, "reasons": [...]}. `rows` as from list_backups (id, when, pinned)."""
-    now = now or datetime.now(UTC)
-    ordered = sorted(rows, key=lambda r: r["id"], reverse=True)
-    decisions = {r["id"]: {"keep": False, "reasons": []} for r in ordered}
-    left = {"daily": policy.daily, "weekly": policy.weekly, "monthly": policy.monthly}
-    last_bucket: dict[str, str | None] = dict.fromkeys(left)
-    rotating = [r for r in ordered if not pin_holds(r, policy, now)]
-    for r in ordered:
-        if pin_holds(r, policy, now):
-            decisions[r["id"]] = {"keep": True, "reasons": ["pinned"]}
-    for i, r in enumerate(rotating):
-        d = decisions[r["id"]]
-        if i == 0:
-            d["reasons"].append("newest")
-        when = r["when"] or datetime.now(UTC)
-        for rule, key in _BUCKETS.items():
-            b = key(when)
-            if left[rule] > 0 and b != last_bucket[rule]:
-                last_bucket[rule] = b
-                left[rule] -= 1
-                d["reasons"].append(rule)
-        if i < policy.minimum and not d["reasons"]:
-            d["reasons"].append("minimum")
-        d["keep"] = bool(d["reasons"])
-    return decisions
-
-
-#: what `project_expiry` assumes about the future when db.list says when a backup will go
-EXPIRY_ASSUMPTION = "one backup a day from now on, each followed by a prune"
-
-
-def project_expiry(rows: list[dict], policy: Retention, *, now: datetime, every: timedelta = timedelta(days=1),
-                   horizon: timedelta = timedelta(days=1000)) -> dict[str, datetime | None]:
-    """backup id -> the first prune that would drop it, if a backup is taken every `every` from
-    `now` on and each is followed by a prune (a simulation with `plan_retention`, so the answer
-    follows the same buckets, and a pin lapses after `pinned_days`). `now` for a backup the
-    next prune drops; None for those still kept after `horizon` (or pinned for ever)."""
-    plan = plan_retention(rows, policy, now=now)
-    expiry: dict[str, datetime | None] = {r["id"]: None if plan[r["id"]]["keep"] else now for r in rows}
-    pending = {r["id"] for r in rows if plan[r["id"]]["keep"]}
-    kept = [r for r in rows if plan[r["id"]]["keep"]]
-    t, n = now, 0
-    while pending and t < now + horizon:
-        t, n = t + every, n + 1
-        kept.append({"id": f"{t.strftime('%Y%m%dT%H%M%SZ')}-future-{n:05d}", "when": t, "pinned": False})
-        plan = plan_retention(kept, policy, now=t)
-        for bid in [b for b in pending if not plan[b]["keep"]]:
-            expiry[bid] = t
-            pending.discard(bid)
-        kept = [r for r in kept if plan[r["id"]]["keep"]]  # pruned: gone from the repository
-    return expiry
 
 
 def prune(repo_config: RepoConfig, env: str, policy: Retention, *, confirm: bool = False, host: Host | None = None,
@@ -101,7 +30,6 @@ def prune(repo_config: RepoConfig, env: str, policy: Retention, *, confirm: bool
     before the snapshot naming it), and only a prune gives that space back. The snapshots of
     released and stale backup locks (`repolock`) are forgotten on the way, after `restic unlock`
     has removed restic's own stale locks (a killed restic leaves one, which blocks forget/prune)."""
-    from flyops.db.backup import _row
     from flyops.db.repolock import stale_lock_ids
 
     repo = Repo(repo_config, host or LocalHost(), tools)
@@ -109,7 +37,7 @@ def prune(repo_config: RepoConfig, env: str, policy: Retention, *, confirm: bool
     now = now or datetime.now(UTC)
     cat = catalog(repo, env)
     complete = {bid: e for bid, e in cat.items() if e["dump"] and e["manifest"]}
-    rows = [_row(bid, e) for bid, e in complete.items()]
+    rows = [backup_row(bid, e) for bid, e in complete.items()]
     decisions = plan_retention(rows, policy, now=now)
     drop = sorted(bid for bid, d in decisions.items() if not d["keep"])
     orphans = sorted(

@@ -28,7 +28,6 @@ snapshots of released and stale locks.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import os
 import secrets
 import socket
@@ -39,6 +38,7 @@ from datetime import UTC, datetime
 from flyops.db.manifest import utcnow
 from flyops.db.restic import Repo, tag_value
 from flyops.errors import Busy
+from flyops.procs import user_at_host
 
 LOCK_FILE = "lock.json"
 STALE_AFTER = 30 * 60  # seconds (restic: staleLockTimeout)
@@ -94,7 +94,7 @@ def stale_lock_ids(repo: Repo, env: str) -> list[str]:
     return [s["id"] for s in snaps if tag_value(s, "lock") not in live]
 
 
-def describe(group: list[dict]) -> str:
+def describe_lock_group(group: list[dict]) -> str:
     s = group[0]
     who = tag_value(s, "who") or "?"
     since = tag_value(s, "since") or s["time"][:19]
@@ -107,7 +107,7 @@ def repository_lock(repo: Repo, env: str, *, what: str = "backup") -> Iterator[s
     live lock is there. A missing repository or a wrong password fails here, before any
     dump starts, with restic's own reason (`explain_failure`)."""
     token = secrets.token_hex(8)
-    host, pid, who = socket.gethostname(), os.getpid(), f"{getpass.getuser()}@{socket.gethostname()}"
+    host, pid, who = socket.gethostname(), os.getpid(), user_at_host()
     tags = ["part=lock", f"env={env}", f"lock={token}", f"pid={pid}", f"holder={host}", f"who={who}",
             f"since={utcnow()}", f"what={what}"]
     mine: list[str] = []
@@ -128,7 +128,7 @@ def repository_lock(repo: Repo, env: str, *, what: str = "backup") -> Iterator[s
         others = {t: g for t, g in live.items() if t != token}
         if others:
             raise Busy(f"another backup of {env} holds the lock in {repo.location}: "
-                       + "; ".join(describe(g) for g in others.values()),
+                       + "; ".join(describe_lock_group(g) for g in others.values()),
                        fix="wait for it to finish (backups never queue); a lock not refreshed for 30 minutes, "
                            "or left by a process gone from this machine, is stale and ignored")
 

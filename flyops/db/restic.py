@@ -19,8 +19,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 from flyops.db.config import RepoConfig, Tools
+from flyops.db.hosts import Host, RunResult
 from flyops.errors import Busy, OpsError, PreconditionFailed
-from flyops.hosts import Host, RunResult
 
 TAG = "flyops"
 
@@ -189,7 +189,7 @@ class Repo:
         r = self.host.run_script(script, self.config.secrets(), data=json.dumps(obj, indent=1, sort_keys=True))
         if not r.ok:
             raise explain_failure(r, f"backup {filename}", self.location)
-        return summary(r.stdout)["snapshot_id"]
+        return parse_summary(r.stdout)["snapshot_id"]
 
     def read_json(self, snapshot_id: str, filename: str) -> dict:
         r = self.run("dump", snapshot_id, "/" + filename, what=f"dump {filename}")
@@ -202,7 +202,7 @@ class Repo:
         self.run("tag", *args, snapshot_id, what="tag")
 
 
-def summary(stdout: str) -> dict:
+def parse_summary(stdout: str) -> dict:
     """The `summary` message of `restic backup --json` output."""
     for line in reversed(stdout.splitlines()):
         line = line.strip()

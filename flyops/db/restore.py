@@ -33,24 +33,17 @@ import psycopg
 from psycopg import sql
 
 from flyops.db import database, pgconn
-from flyops.db.backup import (
-    DUMP_FILE,
-    SHA256_FUNCTION,
-    backup,
-    check_versions,
-    client_version,
-    fetch_manifest,
-    latest_tag_args,
-    parse_kv,
-)
+from flyops.db.backup import DUMP_FILE, SHA256_FUNCTION, backup, check_versions, client_version, parse_kv
+from flyops.db.catalog import fetch_manifest, latest_tag_args
 from flyops.db.config import DEFAULT_TOOLS, BackupSource, RepoConfig, Tools
+from flyops.db.hosts import Host, LocalHost
 from flyops.db.restic import TAG, Repo
 from flyops.errors import BadInput, OpsError, PreconditionFailed, VerificationFailed
-from flyops.hosts import Host, LocalHost
 from flyops.progress import report
 from flyops.secret import Secret
+from flyops.stack.model import ENV_NAME
 
-_REF = re.compile(r"^(?:([a-z][a-z0-9-]{0,30})::)?(latest|\d{8}T\d{4,6}Z-[a-z-]+-[0-9a-f]{4})$")
+_REF = re.compile(r"^(?:(" + ENV_NAME.pattern.strip("^$") + r")::)?(latest|\d{8}T\d{4,6}Z-[a-z-]+-[0-9a-f]{4})$")
 
 
 def parse_ref(ref: str, env: str) -> tuple[str, str]:

@@ -1,7 +1,7 @@
 """When backups, prunes and drills run: crontab lines, systemd units, a scheduled Fly Machine.
 
 Pure builders: every function returns text or argv lists and runs nothing. flyctl argv are
-the words after the `fly` binary, as `flyops.flyctl.commands.Call.args` has them. The tasks
+the words after the `fly` binary, as `flyops.fly.flyctl.commands.Call.args` has them. The tasks
 `schedule.show` (prints `crontab_lines` / `systemd_units`) and `schedule.fly` (runs the argv
 from `fly_runner_calls` through the one flyctl runner) sit on top.
 
@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flyops.errors import BadInput
-from flyops.flyctl import commands as fly
-from flyops.flyctl.commands import Call
+from flyops.fly.flyctl import commands as fly
+from flyops.fly.flyctl.commands import Call
 from flyops.secret import Secret
 
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")

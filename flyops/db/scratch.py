@@ -20,26 +20,17 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-import sh
-
+from flyops.db.hosts import ProcessFailed, run_program
 from flyops.errors import OpsError, PreconditionFailed
+from flyops.procs import free_port
 from flyops.secret import Secret
 
 SUPERUSER = "postgres"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the caller retries on a bind race)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def find_pg_bindir(major: int | None = None) -> Path:
@@ -47,8 +38,9 @@ def find_pg_bindir(major: int | None = None) -> Path:
     `/usr/lib/postgresql/<major>/bin` (or exactly `major` when given)."""
     candidates: list[Path] = []
     if major is None:
-        with contextlib.suppress(sh.CommandNotFound, sh.ErrorReturnCode):
-            candidates.append(Path(str(sh.Command("pg_config")("--bindir")).strip()))
+        found = run_program(["pg_config", "--bindir"], check=False)
+        if found.ok:
+            candidates.append(Path(found.stdout.strip()))
     root = Path("/usr/lib/postgresql")
     if root.is_dir():
         majors = sorted((int(p.name) for p in root.iterdir() if p.name.isdigit()), reverse=True)
@@ -77,28 +69,6 @@ def _unprivileged_user() -> str | None:
         "running as root and there is no 'postgres' OS user to run the scratch cluster as",
         fix="apt-get install postgresql (creates the postgres user), or run as a normal user",
     )
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """While inside, SIGTERM raises KeyboardInterrupt, so `finally` blocks (teardown) run.
-
-    Only the main thread may install signal handlers; elsewhere this is a no-op.
-    """
-    try:
-        previous = signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, _raise_interrupt)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _raise_interrupt(signum, frame):  # noqa: ARG001
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 class ScratchCluster:
@@ -162,8 +132,7 @@ class ScratchCluster:
         argv = self._argv(tool, *args)
         # cwd: runuser keeps the cwd, which may be unreadable for the unprivileged user
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        return str(sh.Command(argv[0])(*argv[1:], _cwd=str(self.dir), _env=env, _err_to_out=True, _tty_out=False,
-                                         _decode_errors="replace"))
+        return run_program(argv, cwd=self.dir, env=env, merge_stderr=True).stdout
 
     def _psql(self, *args: str, dbname: str = "postgres") -> str:
         return self._run("psql", "-X", "-h", str(self.socket_dir), "-p", str(self.port), "-U", SUPERUSER,
@@ -200,8 +169,8 @@ class ScratchCluster:
                 self._run("initdb", "-D", str(self.datadir), "-U", SUPERUSER, "--pwfile", str(pwfile),
                           "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8",
                           "--no-sync")
-            except sh.ErrorReturnCode as e:
-                raise OpsError(f"initdb failed in {self.datadir}:\n{_tail(_text(e.stdout))}") from None
+            except ProcessFailed as e:
+                raise OpsError(f"initdb failed in {self.datadir}:\n{_tail(e.result.stdout)}") from None
             finally:
                 pwfile.unlink(missing_ok=True)
             last: str = ""
@@ -211,7 +180,7 @@ class ScratchCluster:
                 try:
                     self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60", "start")
                     return self
-                except sh.ErrorReturnCode:
+                except ProcessFailed:
                     last = self.log_tail()
                     if "could not bind" not in last and "already in use" not in last:
                         break
@@ -249,7 +218,7 @@ class ScratchCluster:
         try:
             pidfile = self.dir / "data" / "postmaster.pid"
             if pidfile.exists():
-                with contextlib.suppress(sh.ErrorReturnCode, sh.CommandNotFound, OSError):
+                with contextlib.suppress(ProcessFailed, OSError):
                     self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "-t", "30", "stop")
                 self._kill_leftover(pidfile)
         finally:

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote
 
-from flyops.db.config import BackupSource, Notify, RepoConfig, Retention
-from flyops.envfile import EnvFile
+from flyops.db.config import BackupSource, Notify, RepoConfig
+from flyops.db.retention import Retention
 from flyops.errors import BadInput
-from flyops.flyctl import commands as fly
-from flyops.flyctl.runner import FlyRunner, free_port
+from flyops.fly.flyctl import commands as fly
+from flyops.fly.flyctl.runner import FlyRunner
+from flyops.procs import free_port
 from flyops.secret import Secret
-from flyops.stack import COMPONENT_DB, Stack
+from flyops.stack.envfile import EnvFile, load_env
+from flyops.stack.model import COMPONENT_DB, Stack, environments, load_stack
 
 PG_PORT = 5432
 
@@ -35,8 +39,7 @@ def repo_config(stack: Stack, envfile: EnvFile) -> RepoConfig:
 
 
 def retention(stack: Stack) -> Retention:
-    r = stack.backup.retention
-    return Retention(daily=r.daily, weekly=r.weekly, monthly=r.monthly, minimum=r.minimum, pinned_days=r.pinned_days)
+    return stack.backup.retention
 
 
 def notify(envfile: EnvFile) -> Notify:
@@ -79,3 +82,72 @@ def database_url(stack: Stack, envfile: EnvFile, runner: FlyRunner | None, *, di
 
 def backup_source(stack: Stack, url: Secret) -> BackupSource:
     return BackupSource(url=url, env=stack.env)
+
+
+def scheduled_backup_secrets(stack: Stack, envfile: EnvFile) -> tuple[dict[str, Secret], list[str]]:
+    """What the scheduled backup machine gets as Fly secrets: the direct DATABASE_URL, the
+    repository and its keys, and the notification keys the env file sets. Returns (values, the
+    keys to set, in order). BadInput when the repository is a local folder (a machine on Fly
+    cannot reach it) or a needed key is missing."""
+    from flyops.db.schedule import runner_secret_keys
+
+    if not stack.backup_repository().startswith("s3:"):
+        raise BadInput(
+            f"backup.repository of {stack.env} is a local folder ({stack.backup_repository()}); "
+            "a machine on Fly needs S3-compatible storage",
+            fix=f"set backup.repository = \"s3:https://...\" in fly/{stack.env}.toml",
+        )
+    with database_url(stack, envfile, None, direct=True) as direct_url:
+        values = {"DATABASE_URL": direct_url, "RESTIC_REPOSITORY": Secret(stack.backup_repository())}
+    values.update(envfile.require(["RESTIC_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
+                                  why="for the scheduled backup machine"))
+    keys = runner_secret_keys({k for k, v in envfile.values.items() if v} | set(values))
+    values.update({k: envfile.values[k] for k in keys if k not in values})
+    return values, keys
+
+
+@dataclass(frozen=True)
+class RestoreSetup:
+    """Where a restore reads from and writes to, resolved from the stacks and env files."""
+
+    src_env: str  # the environment whose repository holds the backup (`staging::<id>` names another)
+    repos: dict[str, RepoConfig]  # every repository the restore may read or write (pre-restore backup)
+    target_env: str
+    target_stack: Stack
+
+
+def restore_setup(root: Path, stack: Stack, backup: str, to: str) -> RestoreSetup:
+    """Resolve `db.restore --env E --backup [ENV::]REF --to scratch|URL|ENV`. BadInput for an
+    unknown environment, naming it and the ones there are."""
+    from flyops.db import pgconn
+    from flyops.db.restore import parse_ref
+
+    envs = environments(root)
+    src_env, _ = parse_ref(backup, stack.env)
+    if src_env not in envs:
+        raise BadInput(f"backup {backup!r}: unknown environment {src_env!r}", fix=f"use one of {', '.join(envs)}")
+    repos = {stack.env: repo_config(stack, load_env(root, stack.env, must_exist=True))}
+    if src_env != stack.env:
+        repos[src_env] = repo_config(load_stack(root, src_env), load_env(root, src_env, must_exist=True))
+    target_env, target_stack = stack.env, stack
+    if to != "scratch" and not pgconn.is_conninfo(to):
+        if to not in envs:
+            raise BadInput(f"--to {to!r}: use scratch, a postgres URL, or one of {', '.join(envs)}")
+        target_env, target_stack = to, load_stack(root, to)
+        repos.setdefault(to, repo_config(target_stack, load_env(root, to, must_exist=True)))
+    return RestoreSetup(src_env, repos, target_env, target_stack)
+
+
+@contextlib.contextmanager
+def restore_target_url(stack: Stack, to: str, runner: FlyRunner | None) -> Iterator[Secret]:
+    """The server a restore writes to: the `--to` URL itself, else the target environment's
+    database (through `fly proxy` for a Fly cluster) for as long as the block runs."""
+    from flyops.db import pgconn
+
+    if pgconn.is_conninfo(to):
+        yield Secret(to)
+        return
+    envfile = load_env(stack.root, stack.env, must_exist=True)
+    with database_url(stack, envfile, runner if stack.database.source == "fly" else None) as url:
+        yield url
+

@@ -16,19 +16,13 @@ import psycopg
 from psycopg import sql as psql
 
 from flyops.db import pgconn
-from flyops.db.backup import (
-    MANIFEST_FILE,
-    SHA256_FUNCTION,
-    find_backup,
-    list_backups,
-    parse_kv,
-    record_verification,
-)
+from flyops.db.backup import SHA256_FUNCTION, parse_kv
+from flyops.db.catalog import MANIFEST_FILE, find_backup, list_backups, record_verification
 from flyops.db.config import DEFAULT_TOOLS, RepoConfig, Tools
+from flyops.db.hosts import Host, LocalHost
 from flyops.db.manifest import compare_facts, database_facts
 from flyops.db.restic import Repo, explain_failure, tag_value
 from flyops.errors import BadInput, ExitCode, OpsError, PreconditionFailed, VerificationFailed
-from flyops.hosts import Host, LocalHost
 from flyops.secret import Secret
 from flyops.units import format_duration
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import logging
 import os
-import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +18,10 @@ from invoke.exceptions import Exit
 
 from flyops import logs, present
 from flyops.errors import BadInput, ExitCode, OpsError, explain
-from flyops.flyctl.runner import FlyRunner
+from flyops.fly.flyctl.runner import FlyRunner
+from flyops.procs import sigterm_as_interrupt
 from flyops.secret import redact_known
-from flyops.stack import Stack, load_stack
+from flyops.stack.model import Stack, load_stack
 
 logs.install()  # before Invoke parses the task options (it logs them with -d)
 
@@ -39,23 +37,6 @@ def _debug() -> bool:
     return bool(os.environ.get("FLYOPS_DEBUG")) or logging.getLogger("invoke").isEnabledFor(logging.DEBUG)
 
 
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (systemd stopping a unit, a CI job cancelled, `timeout`) raises KeyboardInterrupt
-    like Ctrl-C does, so every task's cleanup runs: a partial backup is forgotten, a half-restored
-    database dropped, a deploy lock released. Without this Python dies on the spot."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):  # noqa: ARG001
-        raise KeyboardInterrupt("SIGTERM")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 #: The short flags, one meaning each in every task; none is one of Invoke's core flags
@@ -124,7 +105,7 @@ def _fill_required(required: list[str], kw: dict[str, Any]) -> None:
             if os.environ.get(ENV_VARIABLE):
                 kw["env"] = os.environ[ENV_VARIABLE]
                 continue
-            from flyops.stack import environments
+            from flyops.stack.model import environments
 
             envs = environments(root())
             raise BadInput("--env is required: which environment?",
@@ -166,6 +147,17 @@ def fail(exc: BaseException, *, as_json: bool, env: str | None = None, ctx: Any 
     return Exit("\n".join(lines), code=int(err.code))
 
 
+#: the help of options several tasks share, defined once; a task's own `help=` entry wins
+COMMON_HELP = {
+    "env": "environment (fly/<env>.toml), e.g. staging; or $FLYOPS_ENV",
+    "json": "print JSON on stdout (errors too: {error, fix, exit_code})",
+    "verbose": "echo every flyctl call with its timing",
+    "on": "run pg_dump/pg_restore and restic on another machine over SSH (user@host[:port]), "
+          "e.g. a bastion inside Fly's network",
+    "ssh_key": "private key file for --on",
+}
+
+
 def task(fn: Any = None, **kwargs: Any):
     """`invoke.task` with the one error boundary: any exception (ours, a library's, the OS's)
     becomes one readable message (and its fix) on stderr and its documented exit code; the
@@ -179,7 +171,7 @@ def task(fn: Any = None, **kwargs: Any):
         def body(*a: Any, **kw: Any):
             logs.install()
             try:
-                with terminate_as_interrupt():
+                with sigterm_as_interrupt():
                     _fill_required(required, kw)
                     _check_whole_numbers(kw)
                     return fn(*a, **kw)
@@ -192,6 +184,8 @@ def task(fn: Any = None, **kwargs: Any):
                 raise fail(exc, as_json=bool(kw.get("json")), env=env, ctx=a[0] if a else None) from None
 
         body.__signature__ = exposed  # what Invoke reads (inspect.signature stops here)
+        kwargs["help"] = {**{k: v for k, v in COMMON_HELP.items() if k in exposed.parameters},
+                          **kwargs.get("help", {})}
         kwargs.setdefault("klass", OpsTask)
         kwargs.setdefault("auto_shortflags", False)
         return invoke_task(**kwargs)(body)
@@ -233,7 +227,7 @@ def with_changes(ctx: Any, exc: OpsError) -> OpsError:
 
 def stack_for(env: str | None) -> Stack:
     if not env:
-        from flyops.stack import environments
+        from flyops.stack.model import environments
 
         raise BadInput("--env is required", fix=f"pass --env with one of: {', '.join(environments(root()))}")
     return load_stack(root(), env)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flyops.ci import default_out_dir, parse_deploys
-from flyops.ci import workflows as build_workflows
 from flyops.errors import BadInput
+from flyops.fly.ci import default_out_dir, parse_deploys
+from flyops.fly.ci import workflows as build_workflows
 from flyops.present import console, print_json
 from flyops.tasks.base import root, runner_for, task
 

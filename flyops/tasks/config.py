@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 from flyops.errors import ChangesPending, ExitCode, OpsError
+from flyops.fly.render import render_all, stale_files
 from flyops.present import console, print_json
-from flyops.render import render_all, stale_files
-from flyops.stack import environments, load_stack
+from flyops.stack.model import environments, load_stack
 from flyops.tasks.base import root, runner_for, stack_for, task
 
 
@@ -23,7 +23,7 @@ def render(ctx, env):
         out.print(f"{shown}: {state}" + (" (dry run: not written)" if writer.dry and state != "unchanged" else ""))
 
 
-@task(help={"env": "check one environment (default: every environment with Fly apps)", "json": "print JSON"})
+@task(help={"env": "check one environment (default: every environment with Fly apps)"})
 def check(ctx, env=None, json=False):
     """Fail (exit 7) when a rendered fly.toml is stale or missing, or the stack is invalid (for CI)."""
     envs = [env] if env else environments(root())
@@ -55,8 +55,8 @@ def show(ctx, env, json=False):
     data["env"] = stack.env
     data["backup"]["repository"] = stack.backup_repository()
     try:
-        from flyops.envfile import load_env
-        from flyops.wanted import wanted_names
+        from flyops.stack.envfile import load_env
+        from flyops.stack.wanted import wanted_names
 
         envfile = load_env(root(), env)
         data["secrets"] = {

@@ -1,62 +1,21 @@
-"""db.*: Postgres backups into an encrypted restic repository, listing, restores and retention."""
+"""db.*: Postgres backups into an encrypted restic repository, listing, restores, retention and verification."""
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Iterator
 from typing import Any
 
-from flyops.envfile import load_env
+from flyops.db.manifest import REQUESTED_KINDS
 from flyops.errors import BadInput
 from flyops.present import console, print_json, table
-from flyops.secret import Secret
-from flyops.stack import environments, load_stack
+from flyops.stack.envfile import load_env
+from flyops.stack.model import environments
 from flyops.tasks.base import root, runner_for, stack_for, task
-from flyops.units import format_bytes, format_duration, parse_duration
-
-KINDS = ("manual", "scheduled")
-ON_HELP = "run pg_dump/pg_restore and restic on another machine over SSH (user@host[:port]), e.g. a bastion inside Fly's network"
+from flyops.tasks.shared import host_for, is_dry, progress_line, seconds, show_plan
+from flyops.units import format_bytes, format_duration
 
 
-# The backup core (psycopg, fabric) is imported inside the tasks so `inv --list` stays quick.
-
-
-def host_for(on: str | None, ssh_key: str | None = None):
-    from flyops.hosts import LocalHost, SshHost
-
-    return SshHost.parse(on, key_filename=ssh_key) if on else LocalHost()
-
-
-def progress_line(title: str, host, quiet: bool):
-    """Phases and bytes on a terminal's stderr (flyops.progress); nothing with --json or
-    without a TTY. The host's scripts report through `host.progress`."""
-    from flyops.progress import ProgressLine, wanted
-
-    line = ProgressLine(title, enabled=wanted(quiet))
-    if line.enabled:
-        host.progress = line
-    return line.shown()
-
-
-def is_dry(ctx) -> bool:
-    """Invoke's global --dry (`inv --dry db.backup ...`)."""
-    return bool(getattr(ctx.config.run, "dry", False))
-
-
-def show_plan(plan: dict, as_json: bool) -> None:
-    """Print a dry run's plan (flyops.db.plans): nothing was done."""
-    if as_json:
-        print_json(plan)
-        return
-    out = console()
-    out.print(f"[dry] {plan['task']} --env {plan['env']}: nothing is done; the plan:", markup=False)
-    for i, step in enumerate(plan["steps"], start=1):
-        out.print(f"  {i}. {step}", markup=False, soft_wrap=True)
-
-
-@task(help={"env": "environment whose backup repository is created", "json": "print JSON", "on": ON_HELP,
-            "ssh_key": "private key file for --on"})
+@task(help={"env": "environment whose backup repository is created"})
 def init(ctx, env, json=False, on=None, ssh_key=None):
     """Create the environment's restic repository (once, before the first backup; a backup never creates one)."""
     from flyops.db import settings as from_stack
@@ -86,8 +45,6 @@ def init(ctx, env, json=False, on=None, ssh_key=None):
         "if_older_than": "only back up when the newest complete backup is older than this, e.g. 20h (for hourly cron)",
         "kind": "manual (default) or scheduled (cron, timers, the scheduled Fly machine)",
         "json": "print one JSON object (the manifest, or why it was skipped) and nothing else",
-        "on": ON_HELP,
-        "ssh_key": "private key file for --on",
         "direct": "connect straight to the database (inside Fly's private network) instead of through fly proxy",
         "role_passwords": "also record the password hashes of the roles the database uses (secrets even hashed: "
                           "anyone who can read the repository can then try them offline); default: roles "
@@ -101,9 +58,9 @@ def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, o
     from flyops.db import settings as from_stack
 
     stack = stack_for(env)
-    if kind not in KINDS:
-        raise BadInput(f"--kind {kind!r}: use one of {', '.join(KINDS)}")
-    window = _duration("--if-older-than", if_older_than) if if_older_than else None
+    if kind not in REQUESTED_KINDS:
+        raise BadInput(f"--kind {kind!r}: use one of {', '.join(REQUESTED_KINDS)}")
+    window = seconds("--if-older-than", if_older_than) if if_older_than else None
     envfile = load_env(root(), env, must_exist=True)
     repo = from_stack.repo_config(stack, envfile)
     host = host_for(on, ssh_key)
@@ -120,8 +77,8 @@ def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, o
     if window is not None and runner is not None:
         # a scheduled run that could not reach the database must say so every time, not only
         # once a backup is due: one read of the database app proves the token works for it
-        from flyops.flyctl import commands as fly
-        from flyops.stack import COMPONENT_DB
+        from flyops.fly.flyctl import commands as fly
+        from flyops.stack.model import COMPONENT_DB
 
         runner.json(fly.status(stack.app_name(COMPONENT_DB)))
     if window is not None and core.should_skip(repo, stack.env, window, host=host):
@@ -154,14 +111,7 @@ def _summary(m: dict) -> dict:
     return {**{k: m.get(k) for k in keep}, "tables": m.get("tables")}
 
 
-def _duration(option: str, text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise BadInput(f"{option}: {exc}") from None
-
-
-@task(name="list", help={"env": "environment", "json": "print JSON", "on": ON_HELP, "ssh_key": "key for --on"})
+@task(name="list", help={})
 def list_(ctx, env, json=False, on=None, ssh_key=None):
     """List complete backups: when, kind, size, duration, versions, verified, pinned, retention."""
     from flyops.db import backup as core
@@ -211,8 +161,6 @@ def _list_row(r: dict[str, Any]) -> list[str]:
         "to": "scratch (default: a new database next to the environment's own), a postgres URL, or an environment name",
         "confirm": "the name of the live database you mean to replace (typed at the prompt when interactive)",
         "jobs": "parallel pg_restore jobs (default: backup.jobs from the stack)",
-        "on": ON_HELP,
-        "ssh_key": "key for --on",
         "json": "print the result as JSON",
         "no_owner": "do not restore owners: every object is owned by the restoring role, so SECURITY DEFINER "
                     "functions run with ITS rights (a superuser's, usually) and the application's roles own nothing",
@@ -231,20 +179,11 @@ def restore(ctx, env, backup="latest", to="scratch", confirm=None, jobs=None, on
     from flyops.db.restore import restore as restore_core
 
     stack = stack_for(env)
-    src_env, _ = parse_ref(backup, stack.env)
     envs = environments(root())
-    if src_env not in envs:
-        raise BadInput(f"backup {backup!r}: unknown environment {src_env!r}", fix=f"use one of {', '.join(envs)}")
-    repos = {stack.env: from_stack.repo_config(stack, load_env(root(), stack.env, must_exist=True))}
-    if src_env != stack.env:
-        other = load_stack(root(), src_env)
-        repos[src_env] = from_stack.repo_config(other, load_env(root(), src_env, must_exist=True))
-    target_env, target_stack = stack.env, stack
-    if to not in ("scratch",) and not pgconn.is_conninfo(to):
-        if to not in envs:
-            raise BadInput(f"--to {to!r}: use scratch, a postgres URL, or one of {', '.join(envs)}")
-        target_env, target_stack = to, load_stack(root(), to)
-        repos.setdefault(to, from_stack.repo_config(target_stack, load_env(root(), to, must_exist=True)))
+    if to != "scratch" and not pgconn.is_conninfo(to) and to not in envs:
+        raise BadInput(f"--to {to!r}: use scratch, a postgres URL, or one of {', '.join(envs)}")
+    where = from_stack.restore_setup(root(), stack, backup, to)
+    src_env, repos, target_env = where.src_env, where.repos, where.target_env
     host = host_for(on, ssh_key)
     jobs = int(jobs or stack.backup.jobs)
     if is_dry(ctx):
@@ -256,7 +195,7 @@ def restore(ctx, env, backup="latest", to="scratch", confirm=None, jobs=None, on
                                jobs=jobs, host=host, include_pre_restore=include_pre_restore), json)
         return
     runner = runner_for(ctx)
-    with _target_url(target_stack, to, runner) as url:
+    with from_stack.restore_target_url(where.target_stack, to, runner) as url:
         target_db = None if to == "scratch" else pgconn.dbname(url)
         shown = progress_line(f"restore into {target_env}", host, json)
         server_url = pgconn.with_dbname(url, "postgres")  # admin SQL (create, rename) runs from here
@@ -288,21 +227,7 @@ def restore(ctx, env, backup="latest", to="scratch", confirm=None, jobs=None, on
         out.print(f"  {' and '.join(lost)} NOT restored (as asked: --no-owner / --no-acl)")
 
 
-@contextlib.contextmanager
-def _target_url(stack, to: str, runner) -> Iterator[Secret]:
-    from flyops.db import pgconn
-    from flyops.db import settings as from_stack
-
-    if pgconn.is_conninfo(to):
-        yield Secret(to)
-        return
-    envfile = load_env(root(), stack.env, must_exist=True)
-    with from_stack.database_url(stack, envfile, runner if stack.database.source == "fly" else None) as url:
-        yield url
-
-
-@task(help={"env": "environment", "yes": "apply (default: show what would be dropped)", "json": "print JSON",
-            "on": ON_HELP, "ssh_key": "key for --on"})
+@task(help={"yes": "apply (default: show what would be dropped)"})
 def prune(ctx, env, yes=False, json=False, on=None, ssh_key=None):
     """Apply the stack's retention (daily/weekly/monthly, a minimum, pinned kept); a dry run unless --yes."""
     from flyops.db import settings as from_stack
@@ -330,3 +255,37 @@ def prune(ctx, env, yes=False, json=False, on=None, ssh_key=None):
     if not yes:
         out.print(f"dry run: nothing was deleted; run `inv db.prune --env {stack.env} --yes` to apply "
                   "(it also reclaims the data of failed or killed uploads)")
+
+
+@task(
+    help={
+        "env": "environment whose backups are verified",
+        "backup": "an id or latest (default)",
+        "level": "fresh | integrity | decode | restore (default: restore)",
+        "max_age": "for fresh: the newest backup must be younger than this (default: backup.max_age)",
+        "json": "print the result as JSON",
+    }
+)
+def verify(ctx, env, backup="latest", level="restore", max_age=None, json=False):
+    """Verify a backup: fresh, integrity (SHA-256), decode (pg_restore -f /dev/null) or a full restore."""
+    from flyops.db import settings as from_stack
+    from flyops.db.verify import verify as verify_core
+
+    stack = stack_for(env)
+    repo = from_stack.repo_config(stack, load_env(root(), env, must_exist=True))
+    result = verify_core(
+        level, env=stack.env, repo_config=repo, backup=backup,
+        max_age=seconds("--max-age", max_age, stack.backup.max_age if level == "fresh" else None),
+        smoke_queries=stack.backup.smoke_queries, jobs=stack.backup.jobs,
+    )
+    if json:
+        print_json(result.to_dict())
+    else:
+        console().print(
+            table(
+                f"verify {stack.env} {result.backup_id or backup} at level {level}: {'PASS' if result.ok else 'FAIL'}",
+                ["check", "ok", "detail"],
+                [(c.name, "yes" if c.ok else "NO", c.detail) for c in result.checks],
+            )
+        )
+    result.raise_if_failed()

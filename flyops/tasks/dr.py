@@ -1,68 +1,14 @@
-"""dr.*: disaster-recovery drills — restore a backup somewhere new, verify it, time it, report it.
-
-Also `db.verify` (registered in the db collection by tasks.py) and `demo`, the repository's
-main job on a new machine.
-"""
+"""dr.*: disaster-recovery drills — restore a backup somewhere new, verify it, time it, report it."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets as pysecrets
-import sys
-import tempfile
 from pathlib import Path
 
-from flyops.envfile import load_env
 from flyops.errors import BadInput
-from flyops.present import console, print_json, table
+from flyops.present import console, print_json
+from flyops.stack.envfile import load_env
 from flyops.tasks.base import root, runner_for, stack_for, task
-from flyops.tasks.db import is_dry, show_plan
-from flyops.units import format_duration, parse_duration
-
-
-def _seconds(option: str, text: str | None, default: str | None = None) -> float | None:
-    text = text if text is not None else default
-    if text is None:
-        return None
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise BadInput(f"{option}: {exc}") from None
-
-
-@task(
-    help={
-        "env": "environment whose backups are verified",
-        "backup": "an id or latest (default)",
-        "level": "fresh | integrity | decode | restore (default: restore)",
-        "max_age": "for fresh: the newest backup must be younger than this (default: backup.max_age)",
-        "json": "print the result as JSON",
-    }
-)
-def verify(ctx, env, backup="latest", level="restore", max_age=None, json=False):
-    """Verify a backup: fresh, integrity (SHA-256), decode (pg_restore -f /dev/null) or a full restore."""
-    from flyops.db import settings as from_stack
-    from flyops.db.verify import verify as verify_core
-
-    stack = stack_for(env)
-    repo = from_stack.repo_config(stack, load_env(root(), env, must_exist=True))
-    result = verify_core(
-        level, env=stack.env, repo_config=repo, backup=backup,
-        max_age=_seconds("--max-age", max_age, stack.backup.max_age if level == "fresh" else None),
-        smoke_queries=stack.backup.smoke_queries, jobs=stack.backup.jobs,
-    )
-    if json:
-        print_json(result.to_dict())
-    else:
-        console().print(
-            table(
-                f"verify {stack.env} {result.backup_id or backup} at level {level}: {'PASS' if result.ok else 'FAIL'}",
-                ["check", "ok", "detail"],
-                [(c.name, "yes" if c.ok else "NO", c.detail) for c in result.checks],
-            )
-        )
-    result.raise_if_failed()
+from flyops.tasks.shared import is_dry, seconds, show_plan
 
 
 @task(
@@ -90,7 +36,7 @@ def drill(ctx, env, backup="latest", target="local", rto=None, rpo=None, keep=Fa
         if target not in ("local", "fly"):
             raise BadInput(f"--target {target!r}: use local or fly")
         show_plan(drill_plan(env=stack.env, repo_config=repo, backup=backup, target=target,
-                             rto=_seconds("--rto", rto, stack.backup.rto), rpo=_seconds("--rpo", rpo, stack.backup.rpo),
+                             rto=seconds("--rto", rto, stack.backup.rto), rpo=seconds("--rpo", rpo, stack.backup.rpo),
                              jobs=stack.backup.jobs), json)
         return
     from flyops.progress import ProgressLine, wanted
@@ -99,11 +45,11 @@ def drill(ctx, env, backup="latest", target="local", rto=None, rpo=None, keep=Fa
     with line.shown():
         result = run_drill(
             env=stack.env, repo_config=repo, backup=backup, target=_target(ctx, stack, target),
-            rto=_seconds("--rto", rto, stack.backup.rto), rpo=_seconds("--rpo", rpo, stack.backup.rpo),
+            rto=seconds("--rto", rto, stack.backup.rto), rpo=seconds("--rpo", rpo, stack.backup.rpo),
             smoke_queries=stack.backup.smoke_queries, jobs=stack.backup.jobs, keep=keep,
             report_base=report, root=root(), on_progress=line if line.enabled else None,
         )
-    _show(result, json)
+    show_drill(result, json)
     result.raise_for_outcome()
 
 
@@ -122,7 +68,7 @@ def _target(ctx, stack, target: str):
     )
 
 
-def _show(result, as_json: bool) -> None:
+def show_drill(result, as_json: bool) -> None:
     if as_json:
         print_json(result.to_dict())
         return
@@ -132,136 +78,3 @@ def _show(result, as_json: bool) -> None:
         if path.endswith(".md"):
             out.print()
             out.print(Path(path).read_text(encoding="utf-8"), markup=False)
-
-
-@task(
-    help={
-        "keep_repo": "keep the demo's backup repository in var/demo/ (default: removed)",
-        "json": "print the drill's JSON report on stdout",
-    }
-)
-def demo(ctx, keep_repo=False, json=False):
-    """The main job on a new machine: seed a throwaway PostgreSQL, back it up, run a drill, print the report."""
-    from flyops.db.backup import backup as take_backup
-    from flyops.db.config import BackupSource, RepoConfig
-    from flyops.db.drill import LocalTarget, run_drill
-    from flyops.db.sample import SAMPLE_SMOKE_QUERIES, seed_sample
-    from flyops.db.scratch import ScratchCluster, sigterm_as_interrupt
-    from flyops.secret import Secret
-
-    out = console(stderr=True)
-    base = root() / "var" / "demo"
-    base.mkdir(parents=True, exist_ok=True)
-    repo_dir = Path(tempfile.mkdtemp(prefix="repo-", dir=base))
-    repo = RepoConfig(location=str(repo_dir), password=Secret(pysecrets.token_urlsafe(24)))
-    with sigterm_as_interrupt(), contextlib.ExitStack() as cleanup:
-        if not keep_repo:
-            cleanup.callback(_remove_tree, repo_dir)
-        out.print("demo: starting a throwaway PostgreSQL and seeding a sample Rails database …")
-        source = cleanup.enter_context(ScratchCluster())
-        source.start()
-        source.psql("CREATE DATABASE app_production")
-        counts = seed_sample(source.url("app_production"))
-        out.print(f"demo: seeded {sum(counts.values())} rows in {len(counts)} tables; taking db.backup …")
-        manifest = take_backup(BackupSource(url=source.url("app_production"), env="demo"), repo, reason="demo",
-                               init=True)  # its own throwaway repository
-        out.print(f"demo: backup {manifest['id']} stored ({manifest['bytes']} bytes, sha256 {manifest['sha256'][:12]}…);"
-                  " running dr.drill against a second throwaway server …")
-        result = run_drill(
-            env="demo", repo_config=repo, backup="latest", target=LocalTarget(), rto=parse_duration("10m"),
-            rpo=parse_duration("26h"), smoke_queries=SAMPLE_SMOKE_QUERIES, root=root(),
-        )
-    _show(result, json)
-    if not json:
-        rto = format_duration(result.rto_measured) if result.rto_measured is not None else "not measured"
-        out.print(f"demo: measured RTO {rto}; both throwaway servers and the repository were removed. The reports "
-                  "stay in var/drills/demo/. Next: cp env/local.env.example env/local.env for your own database.")
-    result.raise_for_outcome()
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
-# -- schedule.* ------------------------------------------------------------------------------
-
-
-@task(
-    name="show",
-    help={"env": "environment", "user": "run the systemd units as this user (default: the current one)",
-          "json": "print JSON: the crontab lines and the systemd units by file name"},
-)
-def schedule_show(ctx, env, user=None, json=False):
-    """Print crontab lines and systemd timer units for hourly backups, daily prune and a weekly drill."""
-    from flyops.db.schedule import Schedule, crontab_lines, systemd_units
-
-    stack = stack_for(env)
-    venv = Path(sys.prefix)
-    sched = Schedule(repo=root().resolve(), venv=venv, env=stack.env, if_older_than=stack.backup.if_older_than)
-    units = systemd_units(sched, user=user or os.environ.get("USER"))
-    if json:
-        print_json({"env": stack.env, "crontab": crontab_lines(sched),
-                    "systemd": {f"/etc/systemd/system/{name}": text for name, text in units.items()}})
-        return
-    out = console()
-    out.print("# crontab (crontab -e), times in UTC", markup=False)
-    for line in crontab_lines(sched):
-        out.print(line, markup=False, soft_wrap=True)
-    out.print()
-    for name, text in units.items():
-        out.print(f"# /etc/systemd/system/{name}", markup=False)
-        out.print(text, markup=False)
-
-
-@task(
-    name="fly",
-    help={
-        "env": "environment whose database the scheduled machine backs up",
-        "image": "the backup-runner image (build backup-runner/Dockerfile and push it, e.g. registry.fly.io/APP:TAG)",
-        "schedule": "hourly | daily (default) | weekly | monthly",
-        "yes": "apply without asking",
-    },
-)
-def schedule_fly(ctx, env, image, schedule="daily", yes=False):
-    """Run backups as a scheduled Fly Machine inside the environment's private network (no laptop needed)."""
-    from flyops.db.schedule import fly_runner_calls, runner_app_name, runner_secret_keys
-    from flyops.db.settings import database_url
-    from flyops.flyctl.importfmt import encode_for_import
-    from flyops.secret import Secret
-    from flyops.tasks.confirm import confirm
-
-    stack = stack_for(env)
-    stack.require_fly()
-    envfile = load_env(root(), env, must_exist=True)
-    runner = runner_for(ctx)
-    if not stack.backup_repository().startswith("s3:"):
-        raise BadInput(
-            f"backup.repository of {stack.env} is a local folder ({stack.backup_repository()}); "
-            "a machine on Fly needs S3-compatible storage",
-            fix=f"set backup.repository = \"s3:https://...\" in fly/{stack.env}.toml",
-        )
-    with database_url(stack, envfile, None, direct=True) as direct_url:
-        values = {"DATABASE_URL": direct_url, "RESTIC_REPOSITORY": Secret(stack.backup_repository())}
-    values.update(envfile.require(["RESTIC_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
-                                  why="for the scheduled backup machine"))
-    keys = runner_secret_keys({k for k, v in envfile.values.items() if v} | set(values))
-    values.update({k: envfile.values[k] for k in keys if k not in values})
-    runner.add_masks(values.values())
-    payload = encode_for_import({k: values[k] for k in keys})
-    calls = fly_runner_calls(image, org=stack.project.org, region=stack.primary_region, env=stack.env,
-                             app=runner_app_name(stack.env, prefix=f"{stack.project.name}-backup"),
-                             available_keys=set(values), schedule=schedule, if_older_than=stack.backup.if_older_than,
-                             payload=payload)
-    out = console()
-    for step in calls:
-        out.print(f"{step['step']}: {runner.shown(step['call'])}"
-                  + (f"  (stdin: {', '.join(step['stdin_keys'])})" if step["stdin_keys"] else ""), markup=False)
-    if is_dry(ctx):
-        out.print("[dry] nothing was created; run without --dry to create the machine", markup=False)
-        return
-    confirm(f"create the scheduled backup machine for {stack.env}?", yes=yes)
-    for step in calls:
-        runner.run(step["call"])
-    out.print(f"scheduled: {schedule} backups of {stack.env} run inside Fly's private network")

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from flyops import audit
 from flyops.errors import OpsError, PreconditionFailed
+from flyops.fly import audit
+from flyops.fly.volumes import (
+    apply_volume_steps,
+    missing_apps,
+    plan_store_volumes,
+    read_store_volumes,
+    select,
+)
 from flyops.present import console, print_json, table
+from flyops.stack.model import STORE_PORT
 from flyops.tasks.base import runner_for, stack_for, task
 from flyops.tasks.confirm import confirm
-from flyops.volumes import apply_volume_steps, missing_apps, plan_store_volumes, read_store_volumes, select
 
 STEP_STYLE = {"create": "green", "extend": "yellow", "keep": "dim", "extra": "red"}
 
@@ -28,8 +35,7 @@ def _volume_table(title, steps):
         "region": "only this region (one of the environment's regions); default: all of them",
         "yes": "do not ask before creating or extending volumes (needed when not interactive)",
         "json": "print the steps as JSON (and change nothing unless --yes)",
-        "verbose": "echo every flyctl call with its timing",
-    }
+        }
 )
 def volumes(ctx, env, store=None, region=None, yes=False, json=False, verbose=False):
     """Create each store's volume in every region where it is missing; extend small ones (never shrink).
@@ -77,11 +83,11 @@ def volumes(ctx, env, store=None, region=None, yes=False, json=False, verbose=Fa
     runner.echo(f"volumes converged: {len(todo)} change(s) applied")
 
 
-@task(help={"env": "environment (fly/<env>.toml)", "check": "only report stale or missing files (exit 7), write nothing"})
+@task(help={"check": "only report stale or missing files (exit 7), write nothing"})
 def render(ctx, env, check=False):
-    """Write keydb/<env>/<store>/ (Dockerfile, store.conf, start.sh, ...) for every store (`inv --dry`: print only)."""
+    """Write var/build/<env>/<store>/ (Dockerfile, store.conf, start.sh, ...) to read what deploy builds (`inv --dry`: print only)."""
     from flyops.errors import ChangesPending
-    from flyops.stores import stale_store_dirs, write_store_dirs
+    from flyops.fly.stores import stale_store_dirs, write_store_dirs
 
     stack = stack_for(env)
     if check:
@@ -97,11 +103,9 @@ def render(ctx, env, check=False):
 
 
 @task(help={
-    "env": "environment (fly/<env>.toml)",
     "store": "only this store; default: every store",
     "json": "print the rows as JSON",
-    "verbose": "echo every flyctl call with its timing",
-})
+    })
 def status(ctx, env, store=None, json=False, verbose=False):
     """Per store and region, through `fly proxy`: role, replication links (connected vs expected), memory, rejected writes.
 
@@ -110,12 +114,12 @@ def status(ctx, env, store=None, json=False, verbose=False):
     a node is unreachable, a region is isolated (no link up), a link is down, writes are
     rejected (OOM), or maxmemory/policy/role differ from the stack; the row names the region.
     """
-    from flyops.envfile import load_env
     from flyops.errors import ChangesPending
-    from flyops.flyctl import commands as fly
-    from flyops.flyctl.runner import free_port
-    from flyops.plan import parallel
-    from flyops.stores import node_status, probe
+    from flyops.fly.flyctl import commands as fly
+    from flyops.fly.flyctl.runner import parallel
+    from flyops.fly.stores import node_status, probe
+    from flyops.procs import free_port
+    from flyops.stack.envfile import load_env
     from flyops.tasks.base import root
 
     stack = stack_for(env)
@@ -128,7 +132,7 @@ def status(ctx, env, store=None, json=False, verbose=False):
     def one(name: str, region: str) -> dict:
         app = stack.app_name(name)
         try:
-            with runner.start_proxy(fly.proxy(app, free_port(), 6379, f"{region}.{app}.internal"), timeout=30) as px:
+            with runner.start_proxy(fly.proxy(app, free_port(), STORE_PORT, f"{region}.{app}.internal"), timeout=30) as px:
                 info = probe("127.0.0.1", px.local_port, passwords[stack.stores[name].password_key])
             return node_status(stack, name, region, info)
         except (OSError, OpsError, Exception) as exc:  # noqa: BLE001 - a node's failure is a row, not a crash

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from flyops import audit
-from flyops import lock as deploy_lock
 from flyops.errors import BadInput
+from flyops.fly import audit
+from flyops.fly import lock as deploy_lock
 from flyops.present import console, print_json
 from flyops.tasks.base import runner_for, stack_for, task
 
 
-@task(help={"env": "environment", "message": "why (required; everyone who is refused sees it)", "verbose": "echo flyctl calls",
-            "json": "print JSON"})
+@task(help={"message": "why (required; everyone who is refused sees it)"})
 def acquire(ctx, env, message="", verbose=False, json=False):
     """Hold the environment's deploy lock until `lock.release` (exit 4 if someone holds it)."""
     if not message.strip():
@@ -25,7 +24,7 @@ def acquire(ctx, env, message="", verbose=False, json=False):
     console().print(f"{stack.env}: lock {deploy_lock.lock_app(stack)} {me.describe()}")
 
 
-@task(help={"env": "environment", "verbose": "echo flyctl calls", "json": "print JSON"})
+@task(help={})
 def release(ctx, env, verbose=False, json=False):
     """Release the environment's deploy lock, whoever holds it (say who it was)."""
     stack = stack_for(env)
@@ -43,7 +42,7 @@ def release(ctx, env, verbose=False, json=False):
     console().print(f"{stack.env}: released the lock {was.describe()}")
 
 
-@task(help={"env": "environment", "json": "print JSON", "verbose": "echo flyctl calls"})
+@task(help={})
 def status(ctx, env, json=False, verbose=False):
     """Who holds the environment's deploy lock, since when and why."""
     stack = stack_for(env)

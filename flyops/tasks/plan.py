@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from flyops.errors import ChangesPending
-from flyops.plan import pending, plan, read_live, rows_json, summary
-from flyops.present import ACTION_STYLE, console, print_json, table
+from flyops.fly.plan import count_actions, pending, plan, read_live
+from flyops.present import ACTION_STYLE, console, print_json, rows_json, table
 from flyops.tasks.base import runner_for, stack_for, task
 
 
@@ -13,15 +13,14 @@ from flyops.tasks.base import runner_for, stack_for, task
     help={
         "env": "environment (fly/<env>.toml), e.g. staging",
         "json": "print the rows as JSON",
-        "verbose": "echo every flyctl call with its timing",
-    },
+        },
 )
 def plan_task(ctx, env, json=False, verbose=False):
     """Show apps, volumes, machines per region and secrets to create / change / keep / remove (exit 7: changes pending)."""
     stack = stack_for(env)
     runner = runner_for(ctx, verbose=verbose)
     rows = plan(stack, read_live(stack, runner))
-    counts = summary(rows)
+    counts = count_actions(rows)
     if json:
         print_json({"env": stack.env, "summary": counts, "rows": rows_json(rows), "flyctl_calls": len(runner.records)})
     else:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from flyops import audit
-from flyops.envfile import load_env
 from flyops.errors import ChangesPending, OpsError
-from flyops.present import console, print_json, table
-from flyops.secrets_sync import SyncFailed, SyncResult, lock_path, read_secrets_plan, rows_json, sync, verify
+from flyops.fly import audit
+from flyops.fly.secrets import SyncFailed, SyncResult, lock_path, read_secrets_plan, sync, verify_synced
+from flyops.present import console, print_json, rows_json, table
+from flyops.stack.envfile import load_env
 from flyops.tasks.base import root, runner_for, stack_for, task
 from flyops.tasks.confirm import confirm
 
@@ -16,8 +16,7 @@ HELP = {
     "env": "environment (fly/<env>.toml), e.g. staging",
     "app": "only this app: a component name (web, cache) or its Fly app name; default: all but the database",
     "json": "print the rows as JSON",
-    "verbose": "echo every flyctl call with its timing",
-}
+    }
 
 
 def _show(plan, json: bool, extra: dict | None = None) -> None:
@@ -87,7 +86,7 @@ def sync_(ctx, env, app=None, prune=False, yes=False, force=False, restart=True,
                                     for a in sorted(set(result.pushed) | set(result.pruned) | set(result.restarted))}}
         if runner.dry:
             return
-        left = verify(stack, envfile, runner, app=app, prune=prune)
+        left = verify_synced(stack, envfile, runner, app=app, prune=prune)
         if left:
             raise OpsError("secrets still differ after sync: " + ", ".join(f"{r.app} {r.name} ({r.status})" for r in left))
     runner.echo(f"{outcome.changed}; commit {lock_path(stack).relative_to(stack.root)}")

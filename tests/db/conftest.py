@@ -11,7 +11,7 @@ import pytest
 import sh
 
 from flyops.db.config import BackupSource, RepoConfig
-from flyops.hosts import LocalHost
+from flyops.db.hosts import LocalHost
 
 HOSTILE = Path(__file__).with_name("hostile_schema.sql")
 

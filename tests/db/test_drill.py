@@ -17,7 +17,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from flyops.db.backup import MANIFEST_FILE, backup, find_backup, list_backups, manifest_tags
+from flyops.db.backup import backup
+from flyops.db.catalog import MANIFEST_FILE, find_backup, list_backups, manifest_tags
 from flyops.db.config import BackupSource, RepoConfig
 from flyops.db.drill import (
     FlyTarget,
@@ -26,10 +27,10 @@ from flyops.db.drill import (
     parse_postgres_create_password,
     run_drill,
 )
+from flyops.db.hosts import LocalHost
 from flyops.db.restic import Repo
 from flyops.db.sample import SAMPLE_COUNTS, SAMPLE_SMOKE_QUERIES, seed_sample
 from flyops.errors import ExitCode, OpsError, TargetMissed
-from flyops.hosts import LocalHost
 from flyops.secret import Secret
 
 ROOT = Path(__file__).resolve().parents[2]

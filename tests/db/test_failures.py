@@ -11,12 +11,13 @@ import threading
 import psycopg
 import pytest
 
-from flyops.db.backup import LOCK_CLASS, backup, backup_lock, list_backups, manifest_tags, should_skip
+from flyops.db.backup import LOCK_CLASS, backup, backup_lock
+from flyops.db.catalog import list_backups, manifest_tags, should_skip
 from flyops.db.config import BackupSource, Notify, RepoConfig, Tools
+from flyops.db.hosts import LocalHost
 from flyops.db.restic import Repo
 from flyops.db.restore import parse_ref, restore
 from flyops.errors import BadInput, Busy, ExitCode, OpsError, PreconditionFailed
-from flyops.hosts import LocalHost
 from flyops.secret import Secret
 from tests.db.conftest import fingerprints, secret, source
 
@@ -93,7 +94,7 @@ def test_wrong_repository_password(pg, small_db, repo, lock_dir):
 
 
 def test_unreachable_database_names_host_not_password(repo, lock_dir):
-    from flyops.db.scratch import free_port
+    from flyops.procs import free_port
 
     src = BackupSource(Secret(f"postgres://app:supersecretpw@127.0.0.1:{free_port()}/app"), "staging")
     with pytest.raises(OpsError) as e:
@@ -103,7 +104,7 @@ def test_unreachable_database_names_host_not_password(repo, lock_dir):
 
 def test_unreachable_repository_fails_fast_and_changes_nothing(pg, small_db, lock_dir):
     """restic >= 0.16 would retry a dead S3 endpoint for 15 minutes; the probe answers at once."""
-    from flyops.db.scratch import free_port
+    from flyops.procs import free_port
 
     port = free_port()  # nothing listens there
     dead = RepoConfig(f"s3:http://127.0.0.1:{port}/backups/staging", secret("restic"), secret("AKID"), secret("sk"))

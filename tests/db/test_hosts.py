@@ -4,8 +4,8 @@ import hashlib
 
 import pytest
 
+from flyops.db.hosts import LocalHost, SshHost, prepare
 from flyops.errors import BadInput, OpsError
-from flyops.hosts import LocalHost, SshHost, prepare
 from flyops.secret import Secret
 
 SCRIPT = 'printf "%s|%s" "$(printf %s "$A_SECRET" | sha256sum)" "${#B_SECRET}"; echo oops >&2; exit 3\n'

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from flyops.db.backup import backup, list_backups, pin
-from flyops.db.config import Retention
-from flyops.db.prune import plan_retention, project_expiry, prune
+from flyops.db.backup import backup
+from flyops.db.catalog import list_backups, pin
+from flyops.db.prune import prune
+from flyops.db.retention import Retention, plan_retention, project_expiry
 from tests.db.conftest import source
 
 

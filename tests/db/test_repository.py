@@ -15,14 +15,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from flyops.db.backup import backup, find_backup, list_backups
-from flyops.db.config import RepoConfig, Retention, Tools
+from flyops.db.backup import backup
+from flyops.db.catalog import find_backup, list_backups
+from flyops.db.config import RepoConfig, Tools
+from flyops.db.hosts import LocalHost
 from flyops.db.prune import prune
 from flyops.db.repolock import STALE_AFTER, live_locks, repository_lock
 from flyops.db.restic import Repo, classify
 from flyops.db.restore import restore
+from flyops.db.retention import Retention
 from flyops.errors import Busy, ExitCode, OpsError, PreconditionFailed
-from flyops.hosts import LocalHost
 from flyops.secret import Secret
 from tests.db.conftest import secret, source
 

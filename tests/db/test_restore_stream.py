@@ -15,6 +15,7 @@ import pytest
 from flyops.db import pgconn
 from flyops.db.backup import DUMP_FILE, backup, parse_kv, pg_dump_argv
 from flyops.db.config import DEFAULT_TOOLS, Tools
+from flyops.db.hosts import LocalHost
 from flyops.db.restic import Repo
 from flyops.db.restore import (
     Prefetch,
@@ -26,7 +27,6 @@ from flyops.db.restore import (
     split_tables,
 )
 from flyops.errors import OpsError, PreconditionFailed
-from flyops.hosts import LocalHost
 from tests.db.conftest import fingerprints, source
 
 

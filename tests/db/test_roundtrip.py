@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import psycopg
 
-from flyops.db.backup import backup, list_backups, record_verification
+from flyops.db.backup import backup
+from flyops.db.catalog import list_backups, record_verification
 from flyops.db.config import RepoConfig
+from flyops.db.hosts import LocalHost, SshHost
 from flyops.db.restic import Repo
 from flyops.db.restore import restore
 from flyops.db.verify import check_integrity, compare_with_manifest, decode
-from flyops.hosts import LocalHost, SshHost
 from tests.db.conftest import RecordingHost, fingerprints, schema_dump, secret, source
 
 

@@ -79,7 +79,7 @@ def test_sigterm_tears_the_scratch_cluster_down(tmp_path):
 
     code = (
         "import sys, time\n"
-        "from flyops.db.scratch import ScratchCluster, sigterm_as_interrupt\n"
+        "from flyops.db.scratch import ScratchCluster\nfrom flyops.procs import sigterm_as_interrupt\n"
         "with sigterm_as_interrupt(), ScratchCluster() as c:\n"
         "    print(c.dir, flush=True)\n"
         "    time.sleep(600)\n"

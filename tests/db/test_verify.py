@@ -11,7 +11,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from flyops.db.backup import backup, list_backups
+from flyops.db.backup import backup
+from flyops.db.catalog import list_backups
 from flyops.db.config import BackupSource, RepoConfig
 from flyops.db.sample import SAMPLE_SMOKE_QUERIES, seed_sample
 from flyops.db.verify import LEVELS, verify

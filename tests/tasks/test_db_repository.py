@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from flyops.db.config import RepoConfig
+from flyops.db.hosts import LocalHost
 from flyops.db.repolock import live_locks
 from flyops.db.restic import Repo
 from flyops.db.sample import seed_sample
-from flyops.hosts import LocalHost
 from flyops.secret import Secret
 from tests.helpers import REPO, copy_stack, edit, write_env
 from tests.tasks.conftest import INV, STAGING_VALUES, Ops

@@ -53,7 +53,8 @@ def test_deploy_staging_in_dependency_order_with_independent_apps_concurrent(ops
     # working directories: stores from their build folder, apps from the Rails source, all --config absolute
     for s in STORES:
         argv = deploys[ops.app(s)]["argv"]
-        assert argv[1] == str(ops.root / "keydb" / "staging" / s)
+        assert argv[1] == str(ops.root / "var" / "build" / "staging" / s)
+        assert (ops.root / "var" / "build" / "staging" / s / "Dockerfile").is_file()  # built by deploy
         assert argv[argv.index("--config") + 1] == str(ops.root / "fly" / "staging" / f"{s}.toml")
     for a in ("worker", "web"):
         argv = deploys[ops.app(a)]["argv"]

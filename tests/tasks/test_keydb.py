@@ -101,7 +101,7 @@ def _redis(tmp_path, name, password, *extra_lines):
     import shutil
     import subprocess
 
-    from flyops.db.scratch import free_port
+    from flyops.procs import free_port
 
     port = free_port()
     data = tmp_path / name
@@ -122,9 +122,9 @@ def test_status_through_fly_proxy_against_real_servers(ops, redis_server, tmp_pa
     import shutil
     import subprocess
 
-    from flyops.db.scratch import free_port
-    from flyops.stack import load_stack
-    from tests.test_stores import _served_copy, _store_env, _wait
+    from flyops.procs import free_port
+    from flyops.stack.model import load_stack
+    from tests.fly.test_stores import _served_copy, _store_env, _wait
 
     stack = load_stack(ops.root, "staging")
     port = free_port()
@@ -171,7 +171,7 @@ def test_status_names_an_isolated_region_and_a_down_link(ops, tmp_path):
     links: fra replicates from a master that is down (link down, nothing connected: isolated),
     iad from sin (link up, but 1 of the 2 masters a KeyDB mesh node needs), sin alone."""
 
-    from flyops.db.scratch import free_port
+    from flyops.procs import free_port
     from tests.helpers import write_env
     from tests.tasks.conftest import STAGING_VALUES
 

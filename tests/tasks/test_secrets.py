@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from flyops.envfile import parse_env_text
+from flyops.stack.envfile import parse_env_text
 from tests.helpers import REPO, edit, failed_code
 from tests.tasks.conftest import STAGING_VALUES
 
@@ -167,9 +167,9 @@ def test_unencodable_value_is_one_clear_error_naming_the_key(ops):
 
 def test_empty_value_is_carried_by_the_import_encoding(ops):
     """The env file refuses an empty *required* key; the transport itself carries "" exactly."""
-    from flyops.flyctl import commands as fly
-    from flyops.flyctl.importfmt import encode_for_import
-    from flyops.flyctl.runner import FlyRunner
+    from flyops.fly.flyctl import commands as fly
+    from flyops.fly.flyctl.importfmt import encode_for_import
+    from flyops.fly.flyctl.runner import FlyRunner
     from flyops.secret import Secret
 
     create_apps(ops)

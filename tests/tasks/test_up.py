@@ -138,7 +138,7 @@ def test_up_hands_over_to_deploy_for_apps_never_deployed(ops):
     assert all(st["apps"][a]["deployed"] for a in STAGING_APPS)
     # the stores were built from their rendered folders
     deploys = [m for m in ops.mutations() if m[0] == "deploy"]
-    assert any(str(ops.root / "keydb/staging/cable") in m for m in deploys)
+    assert any(str(ops.root / "var/build/staging/cable") in m for m in deploys)
     n = len(ops.mutations())
     r = ops.inv("up", "--env", "staging", "--yes", "--image", "registry.fly.io/my-app:1")
     assert r.returncode == 0 and len(ops.mutations()) == n
