@@ -161,3 +161,18 @@ def test_layers():
         if n in CORE:
             bad += [f"{n} -> {d}" for d in deps if d not in CORE]
     assert not bad, "layer rule broken: " + "; ".join(sorted(bad))
+
+
+def test_every_data_file_of_the_package_is_declared_package_data():
+    """What the code reads next to itself (store image templates, the sample SQL) must travel with
+    the package: each non-Python file under flyops/ matches a pyproject package-data pattern."""
+    import fnmatch
+    import tomllib
+
+    patterns = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["flyops"]
+    data = [p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*")
+            if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
+    assert data, "the store image templates and the sample SQL are package data"
+    missing = [d for d in data if not any(fnmatch.fnmatch(d, pat) or fnmatch.fnmatch(d.split("/")[-1], pat.split("/")[-1])
+                                          for pat in patterns)]
+    assert not missing, f"not declared as package data in pyproject.toml: {missing}"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from flyops.errors import BadInput
+from flyops.errors import BadInput, OpsError
 from flyops.fly.flyctl import commands as fly
 from flyops.fly.flyctl.commands import Call
 from flyops.fly.flyctl.runner import FlyRunner, parallel
@@ -160,3 +160,19 @@ def apply_volume_steps(runner: FlyRunner, steps: list[VolumeStep], on_step: Call
         runner.run(step.call())
         done += 1
     return done
+
+
+def converge_volumes(stack: Stack, runner: FlyRunner, selection: VolumeSelection, steps: list[VolumeStep],
+                     on_step: Callable[[VolumeStep], None] | None = None) -> list[VolumeStep]:
+    """Apply the planned steps, then read the volumes back: OpsError naming what still differs.
+    Returns the steps that changed something (under --dry: that would have)."""
+    todo = [s for s in steps if s.mutating]
+    apply_volume_steps(runner, steps, on_step=on_step)
+    if runner.dry:
+        return todo
+    after = [s for s in plan_store_volumes(stack, read_store_volumes(stack, runner, selection), selection) if s.mutating]
+    if after:
+        raise OpsError("volumes still differ from the stack after applying: "
+                       + "; ".join(f"{s.app} {s.region} {s.detail()}" for s in after))
+    return todo
+

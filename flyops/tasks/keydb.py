@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from flyops.errors import OpsError, PreconditionFailed
+from flyops.errors import PreconditionFailed
 from flyops.fly import audit
 from flyops.fly.volumes import (
-    apply_volume_steps,
+    converge_volumes,
     missing_apps,
     plan_store_volumes,
     read_store_volumes,
     select,
 )
 from flyops.present import console, print_json, table
-from flyops.stack.model import STORE_PORT
 from flyops.tasks.base import runner_for, stack_for, task
 from flyops.tasks.confirm import confirm
 
@@ -70,16 +69,10 @@ def volumes(ctx, env, store=None, region=None, yes=False, json=False, verbose=Fa
     if not runner.dry:
         confirm(f"Create/extend {len(todo)} volume(s) in {stack.env}?", yes=yes)
     with audit.recorded(stack, runner, "keydb.volumes") as outcome:
-        apply_volume_steps(runner, steps, on_step=lambda s: runner.echo(f"{s.app} {s.region}: {s.detail()}"))
         outcome.changed = "; ".join(f"{s.app} {s.region}: {s.detail()}" for s in todo)
-        if runner.dry:
-            return
-        after = [s for s in plan_store_volumes(stack, read_store_volumes(stack, runner, sel), sel) if s.mutating]
-        if after:
-            raise OpsError(
-                "volumes still differ from the stack after applying: "
-                + "; ".join(f"{s.app} {s.region} {s.detail()}" for s in after)
-            )
+        converge_volumes(stack, runner, sel, steps, on_step=lambda s: runner.echo(f"{s.app} {s.region}: {s.detail()}"))
+    if runner.dry:
+        return
     runner.echo(f"volumes converged: {len(todo)} change(s) applied")
 
 
@@ -115,10 +108,7 @@ def status(ctx, env, store=None, json=False, verbose=False):
     rejected (OOM), or maxmemory/policy/role differ from the stack; the row names the region.
     """
     from flyops.errors import ChangesPending
-    from flyops.fly.flyctl import commands as fly
-    from flyops.fly.flyctl.runner import parallel
-    from flyops.fly.stores import node_status, probe
-    from flyops.procs import free_port
+    from flyops.fly.store_health import read_store_nodes
     from flyops.stack.envfile import load_env
     from flyops.tasks.base import root
 
@@ -128,21 +118,7 @@ def status(ctx, env, store=None, json=False, verbose=False):
     passwords = envfile.require([stack.stores[s].password_key for s in sel.stores], why="to AUTH to the stores")
     runner = runner_for(ctx, verbose=verbose)
     runner.add_masks(passwords.values())
-
-    def one(name: str, region: str) -> dict:
-        app = stack.app_name(name)
-        try:
-            with runner.start_proxy(fly.proxy(app, free_port(), STORE_PORT, f"{region}.{app}.internal"), timeout=30) as px:
-                info = probe("127.0.0.1", px.local_port, passwords[stack.stores[name].password_key])
-            return node_status(stack, name, region, info)
-        except (OSError, OpsError, Exception) as exc:  # noqa: BLE001 - a node's failure is a row, not a crash
-            from flyops.secret import redact
-
-            return node_status(stack, name, region, None, redact(str(exc), runner.masks)[:200])
-
-    where = {s: [r for r in sel.regions if r in stack.placement(s)] for s in sel.stores}  # each store's placement
-    results = parallel({(s, r): (lambda s=s, r=r: one(s, r)) for s in sel.stores for r in where[s]})
-    rows = [results[(s, r)] for s in sel.stores for r in where[s]]
+    rows = read_store_nodes(stack, runner, sel.stores, sel.regions, passwords)
     if json:
         print_json({"env": stack.env, "nodes": rows})
     else:

@@ -12,18 +12,8 @@ from pathlib import Path
 import pytest
 
 from flyops.fly.render import render_component, store_build_dir
-from flyops.fly.stores import (
-    IMAGES,
-    SAVE_LINES,
-    Resp,
-    RespError,
-    node_status,
-    parse_info,
-    probe,
-    render_store_dir,
-    stale_store_dirs,
-    write_store_dirs,
-)
+from flyops.fly.store_health import Resp, RespError, node_status, parse_info, probe
+from flyops.fly.stores import IMAGES, SAVE_LINES, render_store_dir, stale_store_dirs, write_store_dirs
 from flyops.procs import free_port
 from flyops.secret import Secret
 from flyops.stack.model import load_stack
