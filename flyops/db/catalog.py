@@ -55,7 +55,7 @@ def catalog(repo: Repo, env: str) -> dict[str, dict]:
     return out
 
 
-def row(bid: str, entry: dict) -> dict:
+def backup_row(bid: str, entry: dict) -> dict:
     m = entry["manifest"]
     start, end = _parse_time(tag_value(m, "start")), _parse_time(tag_value(m, "end"))
     verify = None
@@ -82,7 +82,7 @@ def list_backups(repo_config: RepoConfig, env: str, *, host: Host | None = None,
     """Complete backups of `env`, newest first. With `retention`, each row says whether the next
     prune keeps it and by which rule (`retention` key)."""
     repo = Repo(repo_config, host or LocalHost(), tools)
-    rows = [row(bid, e) for bid, e in catalog(repo, env).items() if e["dump"] and e["manifest"]]
+    rows = [backup_row(bid, e) for bid, e in catalog(repo, env).items() if e["dump"] and e["manifest"]]
     rows.sort(key=lambda r: r["id"], reverse=True)
     if retention is not None:
         from flyops.db.retention import EXPIRY_ASSUMPTION, plan_retention, project_expiry

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from flyops.db.catalog import catalog
-from flyops.db.catalog import row as backup_row
+from flyops.db.catalog import backup_row, catalog
 from flyops.db.config import DEFAULT_TOOLS, RepoConfig, Tools
 from flyops.db.hosts import Host, LocalHost
 from flyops.db.restic import Repo
