@@ -55,6 +55,7 @@ def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, o
            role_passwords=False, init=False):
     """Back up the environment's Postgres (pg_dump -Fc -Z0 into restic) with a verified manifest."""
     from flyops.db import backup as core
+    from flyops.db import catalog
     from flyops.db import settings as from_stack
 
     stack = stack_for(env)
@@ -69,7 +70,7 @@ def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, o
 
         plan = backup_plan(repo, stack.env, stack.database.name if stack.database.source == "fly" else "DATABASE_URL's",
                            host=host, init=init, kind=kind)
-        if window is not None and plan["steps"] and not plan["would_fail"] and core.should_skip(repo, stack.env, window, host=host):
+        if window is not None and plan["steps"] and not plan["would_fail"] and catalog.should_skip(repo, stack.env, window, host=host):
             plan["steps"] = [plan["steps"][0], f"would skip: the newest backup is younger than {if_older_than}"]
         show_plan(plan, json)
         return
@@ -81,8 +82,8 @@ def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, o
         from flyops.stack.model import COMPONENT_DB
 
         runner.json(fly.status(stack.app_name(COMPONENT_DB)))
-    if window is not None and core.should_skip(repo, stack.env, window, host=host):
-        age = core.newest_backup_age(repo, stack.env, host=host)
+    if window is not None and catalog.should_skip(repo, stack.env, window, host=host):
+        age = catalog.newest_backup_age(repo, stack.env, host=host)
         msg = f"skipped: the newest backup of {stack.env} is {format_duration(age or 0)} old (< {if_older_than})"
         print_json({"skipped": True, "reason": msg, "env": stack.env}) if json else console(stderr=True).print(msg)
         return
@@ -114,13 +115,13 @@ def _summary(m: dict) -> dict:
 @task(name="list", help={})
 def list_(ctx, env, json=False, on=None, ssh_key=None):
     """List complete backups: when, kind, size, duration, versions, verified, pinned, retention."""
-    from flyops.db import backup as core
+    from flyops.db import catalog
     from flyops.db import settings as from_stack
 
     stack = stack_for(env)
     envfile = load_env(root(), env, must_exist=True)
     repo = from_stack.repo_config(stack, envfile)
-    rows = core.list_backups(repo, stack.env, host=host_for(on, ssh_key), retention=from_stack.retention(stack))
+    rows = catalog.list_backups(repo, stack.env, host=host_for(on, ssh_key), retention=from_stack.retention(stack))
     if json:
         print_json({"env": stack.env, "repository": repo.location, "backups": rows})
         return

@@ -69,8 +69,8 @@ def volumes(ctx, env, store=None, region=None, yes=False, json=False, verbose=Fa
     if not runner.dry:
         confirm(f"Create/extend {len(todo)} volume(s) in {stack.env}?", yes=yes)
     with audit.recorded(stack, runner, "keydb.volumes") as outcome:
-        outcome.changed = "; ".join(f"{s.app} {s.region}: {s.detail()}" for s in todo)
         converge_volumes(stack, runner, sel, steps, on_step=lambda s: runner.echo(f"{s.app} {s.region}: {s.detail()}"))
+        outcome.changed = "; ".join(f"{s.app} {s.region}: {s.detail()}" for s in todo)
     if runner.dry:
         return
     runner.echo(f"volumes converged: {len(todo)} change(s) applied")

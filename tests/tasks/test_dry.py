@@ -131,6 +131,11 @@ def _app_folder_absent(w: World) -> None:
     shutil.rmtree(w.tmp / "my-app")
 
 
+def _store_folders_absent(w) -> None:
+    """The deployed world's deploy wrote var/build/; a fresh clone has none: --dry must say it would write them."""
+    shutil.rmtree(w.root / "var" / "build", ignore_errors=True)
+
+
 CASES = {
     # name: (world, setup, argv after `inv --dry`, lines the output must contain)
     "up from nothing": ("empty", None, ["up", "--env", "staging", "--yes", "--image", "registry.fly.io/my-app:1"],
@@ -154,7 +159,8 @@ CASES = {
     "audit --keep": ("deployed", None, ["audit", "--env", "staging", "--keep", "1"], ["[dry] fly machine destroy"]),
     "config.render": ("deployed", _stale_render, ["config.render", "--env", "staging"],
                       ["[dry] write", "fly/staging/web.toml"]),
-    "keydb.render": ("deployed", None, ["keydb.render", "--env", "staging"], ["[dry] write", "var/build/staging/cable/Dockerfile"]),
+    "keydb.render": ("deployed", _store_folders_absent, ["keydb.render", "--env", "staging"],
+                     ["[dry] write", "var/build/staging/cable/Dockerfile"]),
     "ci.workflows": ("deployed", _no_github, ["ci.workflows", "--ops-repo", "acme/ops"],
                      ["[dry] write", "my-app/.github/workflows/"]),
     "ci.workflows, no app folder": ("deployed", _app_folder_absent, ["ci.workflows", "--ops-repo", "acme/ops", "--out",
