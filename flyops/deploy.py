@@ -184,6 +184,7 @@ class DeployResult:
     image: str | None = None
     rolled_back: DeployResult | None = None
     hooks: list[str] = field(default_factory=list)
+    safe_point: dict[str, Any] | None = None  # flyops.db.safepoint: taken before any app, or why not
 
     @property
     def ok(self) -> bool:
@@ -218,7 +219,8 @@ class DeployResult:
     def details(self) -> dict[str, Any]:
         """Compact per-app record for the audit line: [before, after, outcome]."""
         return {"apps": {r.component: [r.before, r.after, r.outcome] for r in self.results if r.kind != "database"},
-                **({"image": self.image} if self.image else {})}
+                **({"image": self.image} if self.image else {}),
+                **({"safe_point": self.safe_point} if self.safe_point else {})}
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -228,6 +230,8 @@ class DeployResult:
             "not_on_new_release": [r.component for r in self.not_on_new_release()],
             "hooks": self.hooks,
         }
+        if self.safe_point is not None:
+            out["safe_point"] = self.safe_point
         if self.rolled_back is not None:
             out["rolled_back"] = self.rolled_back.as_dict()
         return out
@@ -500,16 +504,23 @@ def deploy_environment(
 
     def body(before: dict[str, dict[str, Any]]) -> DeployResult:
         started = time.monotonic()
+        # the restore point before web's release command (the migrations): before any app, so a
+        # failed one stops the deploy with nothing deployed (flyops/db/safepoint.py)
+        from flyops.db.safepoint import for_deploy
+
+        web = next((c for c in flat if kind_of(stack, c) == "web"), None)
+        point = for_deploy(stack, runner, web=web, web_status=before.get(web) if web else None, image=image,
+                           release=why, say=say)
         if run_hooks:
             hooks.run_hooks(stack, runner, "pre_deploy", {"env": stack.env, "apps": flat, "image": image}, say=say)
         say(f"deploying {stack.env}: " + " then ".join("[" + ", ".join(w) + "]" for w in plan))
         try:
             results = run_waves(runner, plan, steps, before, say, stack)
         except DeployInterrupted as stop:
-            stopped = DeployResult(stack.env, "deploy", stop.results, plan, image=image)
+            stopped = DeployResult(stack.env, "deploy", stop.results, plan, image=image, safe_point=point)
             audit.record(stack, runner, "deploy", _changed(stopped), "interrupted (Ctrl-C or SIGTERM)", stopped.details())
             raise
-        result = DeployResult(stack.env, "deploy", results, plan, image=image)
+        result = DeployResult(stack.env, "deploy", results, plan, image=image, safe_point=point)
         if result.release_failed and rollback_on_failure and result.touched():
             from flyops.rollback import rollback_results
 
@@ -551,4 +562,8 @@ def _changed(result: DeployResult) -> str:
         text += f" image {result.image}"
     if result.rolled_back is not None:
         text += "; rolled back " + ", ".join(f"{r.component} {r.release()}" for r in result.rolled_back.results)
+    if result.safe_point and result.safe_point.get("kind") != "skipped":
+        from flyops.db.safepoint import describe
+
+        text += "; " + describe(result.safe_point)
     return text
