@@ -45,7 +45,8 @@ def site(tmp_path, pg, make_db):
 
 def sql(pg, db: str, query: str, *args):
     with psycopg.connect(pg.url(db).reveal(), autocommit=True) as c:
-        return c.execute(query, args).fetchall()
+        cur = c.execute(query, args or None)
+        return cur.fetchall() if cur.description else []
 
 
 def databases(pg, prefix: str) -> list[str]:
@@ -124,6 +125,10 @@ def test_an_over_threshold_database_records_the_servers_time(site):
     assert t0 < at < t1  # the server's clock, read between the two
     assert "for a point-in-time restore" in r.stderr
     assert not (site.root / "var" / "backups" / "staging").exists()  # no backup was attempted
+    # this branch has no PlatformBackups implementation: the time is refused, with the manual way
+    rb = site.inv("rollback", "--env", "staging", "--with-data")
+    assert rb.returncode == 5, rb.stderr
+    assert f"--restore-target-time {point['at']}" in rb.stderr and site.image("web") == IMAGE2
 
 
 def test_a_failing_backup_stops_the_deploy_before_any_migration(site):
