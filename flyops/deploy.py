@@ -509,8 +509,9 @@ def deploy_environment(
         from flyops.db.safepoint import for_deploy
 
         web = next((c for c in flat if kind_of(stack, c) == "web"), None)
-        point = for_deploy(stack, runner, web=web, web_status=before.get(web) if web else None, image=image,
-                           release=why, say=say)
+        web_now = (before.get(web) or {}) if web else {}
+        point = for_deploy(stack, runner, web=web, web_version=web_now.get("Version") or None,
+                           web_image=current_image(web_now), image=image, release=why, say=say)
         if run_hooks:
             hooks.run_hooks(stack, runner, "pre_deploy", {"env": stack.env, "apps": flat, "image": image}, say=say)
         say(f"deploying {stack.env}: " + " then ".join("[" + ", ".join(w) + "]" for w in plan))

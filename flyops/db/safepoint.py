@@ -38,8 +38,8 @@ from typing import Any
 import psycopg
 
 from flyops.db import pgconn
-from flyops.db.manifest import _MIGRATION_HEAD
 from flyops.db.config import BackupSource, RepoConfig
+from flyops.db.manifest import _MIGRATION_HEAD
 from flyops.errors import PreconditionFailed, VerificationFailed
 from flyops.hosts import Host, LocalHost
 from flyops.secret import Secret
@@ -99,7 +99,7 @@ def take(url: Secret, *, env: str, setting: str, max_mb: int, repo: RepoConfig |
     size, server_now, version = measure(url)
     kind = choose(setting, size, max_mb)
     record: dict[str, Any] = {"kind": kind, "database": pgconn.dbname(url), "size_bytes": size,
-                              "max_mb": max_mb, "server_version": version}
+                              "max_mb": max_mb, "server_version": version, "server_time": server_now}
     if kind == "time":
         record["at"] = server_now
         return record
@@ -212,22 +212,21 @@ def _iso(t: datetime) -> str:
 # -- inv deploy's side ------------------------------------------------------------------------
 
 
-def for_deploy(stack, runner, *, web: str | None, web_status: dict[str, Any] | None, image: str | None,
+def for_deploy(stack, runner, *, web: str | None, web_version: int | None, web_image: str, image: str | None,
                release: str, say) -> dict[str, Any]:
     """The safe point of one deploy: skipped (with why) or taken, as the audit line records it.
 
-    `web` is web's component name when this deploy includes it, `web_status` its `status --json`
-    read in the deploy's preflight. Reaches the database the way `db.backup` does. Any failure
-    is re-raised with its own exit code, saying that nothing was deployed."""
+    `web` is web's component name when this deploy includes it; `web_version` and `web_image`
+    what it runs now (read in the deploy's preflight). Reaches the database the way `db.backup`
+    does. Any failure is re-raised with its own exit code, saying that nothing was deployed."""
     from flyops.db import settings as from_stack
-    from flyops.deploy import current_image
     from flyops.envfile import load_env
     from flyops.errors import OpsError
 
     setting = stack.backup.safe_point
     web_app = stack.apps.get(web) if web else None
     why = skip_reason(setting, web_app.release_command if web_app else None, web_app is not None,
-                      (web_status or {}).get("Version") or None, image, current_image(web_status or {}))
+                      web_version, image, web_image)
     if why:
         record: dict[str, Any] = {"kind": "skipped", "why": why}
         say(describe(record))
