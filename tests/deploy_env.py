@@ -4,6 +4,8 @@
 Dockerfile where `project.source` points (tmp/my-app), writes a Dockerfile into every store's
 build folder, and creates the environment's apps on the stand-in (the Postgres cluster with
 `postgres create`). `.inv(...)` runs a real task in a subprocess; `.fly(...)` runs the stand-in.
+The deploy's safe point (flyops/db/safepoint.py, which needs a database and a backup
+repository) is `off` unless `safe_point=` says otherwise: tests/tasks/test_safepoint.py has it on.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import REPO, copy_stack
+from tests.helpers import REPO, copy_stack, set_safe_point
 
 FLYCTL = REPO / "tests" / "fakefly" / "flyctl"
 INV = REPO / ".venv" / "bin" / "inv"
@@ -23,10 +25,12 @@ APPS = ("worker", "web")
 
 
 class DeployEnv:
-    def __init__(self, tmp: Path, env: str = "staging", *, seed: bool = True):
+    def __init__(self, tmp: Path, env: str = "staging", *, seed: bool = True, safe_point: str = "off"):
         self.tmp = Path(tmp)
         self.env = env
         self.root = copy_stack(self.tmp / "ops")
+        if safe_point != "auto":
+            set_safe_point(self.root, env, safe_point)
         self.home = self.tmp / "fly"
         self.home.mkdir()
         src = self.tmp / "my-app"  # project.source = "../my-app"

@@ -43,3 +43,22 @@ def fly_changes(argv_log: list[dict], since: int = 0) -> list[list[str]]:
 def failed_code(argv_log: list[dict], since: int = 0) -> int:
     """The exit code a failed task must give: 8 when it changed something first, else 1."""
     return 8 if fly_changes(argv_log, since) else 1
+
+
+def set_safe_point(root: Path, env: str, setting: str, max_mb: int | None = None) -> None:
+    """Set `backup.safe_point` (and `safe_point_max_mb`) in the copy's fly/<env>.toml and
+    re-render its fly.toml files (the stack digest in them covers every key)."""
+    import tomlkit
+
+    from flyops.fly.render import render_all
+    from flyops.stack.model import load_stack
+
+    path = root / "fly" / f"{env}.toml"
+    doc = tomlkit.parse(path.read_text())
+    backup = doc.setdefault("backup", tomlkit.table())
+    backup["safe_point"] = setting
+    if max_mb is not None:
+        backup["safe_point_max_mb"] = max_mb
+    path.write_text(tomlkit.dumps(doc))
+    for rendered, text in render_all(load_stack(root, env)).items():
+        rendered.write_text(text)

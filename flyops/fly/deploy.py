@@ -30,6 +30,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from flyops.db.safepoint import describe as describe_safe_point
+from flyops.db.safepoint import for_deploy
 from flyops.errors import BadInput, OpsError, PreconditionFailed
 from flyops.fly import audit, hooks
 from flyops.fly.flyctl import commands as fly
@@ -43,8 +45,10 @@ from flyops.fly.waves import (
     DeployResult,
     Say,
     Step,
+    current_image,
     dependencies,
     deploy_steps,
+    kind_of,
     machines_report,
     parse_only,
     run_waves,
@@ -162,16 +166,22 @@ def deploy_environment(
 
     def body(before: dict[str, dict[str, Any]]) -> DeployResult:
         started = time.monotonic()
+        # the restore point before web's release command (the migrations): before any app, so a
+        # failed one stops the deploy with nothing deployed (flyops/db/safepoint.py)
+        web = next((c for c in flat if kind_of(stack, c) == "web"), None)
+        web_now = (before.get(web) or {}) if web else {}
+        point = for_deploy(stack, runner, web=web, web_version=web_now.get("Version") or None,
+                           web_image=current_image(web_now), image=image, release=why, say=say)
         if run_hooks:
             hooks.run_hooks(stack, runner, "pre_deploy", {"env": stack.env, "apps": flat, "image": image}, say=say)
         say(f"deploying {stack.env}: " + " then ".join("[" + ", ".join(w) + "]" for w in plan))
         try:
             results = run_waves(runner, plan, steps, before, say, stack)
         except DeployInterrupted as stop:
-            stopped = DeployResult(stack.env, "deploy", stop.results, plan, image=image)
+            stopped = DeployResult(stack.env, "deploy", stop.results, plan, image=image, safe_point=point)
             audit.record(stack, runner, "deploy", _changed(stopped), "interrupted (Ctrl-C or SIGTERM)", stopped.details())
             raise
-        result = DeployResult(stack.env, "deploy", results, plan, image=image)
+        result = DeployResult(stack.env, "deploy", results, plan, image=image, safe_point=point)
         if result.release_failed and rollback_on_failure and result.touched():
             say("rolling back the apps this deploy touched")
             result.rolled_back = rollback_results(stack, runner, result, say=say)
@@ -211,4 +221,6 @@ def _changed(result: DeployResult) -> str:
         text += f" image {result.image}"
     if result.rolled_back is not None:
         text += "; rolled back " + ", ".join(f"{r.component} {r.release()}" for r in result.rolled_back.results)
+    if result.safe_point and result.safe_point.get("kind") != "skipped":
+        text += "; " + describe_safe_point(result.safe_point)
     return text

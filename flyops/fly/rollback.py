@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from flyops.errors import BadInput, OpsError
@@ -217,3 +218,154 @@ def rollback_environment(
         return body()
     with deploy_lock(stack, runner, "rollback", f"rollback {app or 'last deploy'}" + (f" to {to}" if to else "")):
         return body()
+
+
+# ------------------------------------------------------------------------------------
+# --with-data: back to the safe point the last deploy recorded (flyops/db/safepoint.py)
+
+
+@dataclass
+class DataRollback:
+    """What `rollback --with-data` did: the safe point, the new database (or cluster) it was
+    restored into and how it compared with its manifest, and whether the application was
+    swapped onto it (then `previous` is the name the live database is kept under)."""
+
+    env: str
+    point: dict[str, Any]
+    live: str = ""
+    restored: str = ""
+    verified: dict[str, Any] | None = None
+    swapped: bool = False
+    previous: str = ""
+    apps: DeployResult | None = None
+    undo: list[str] | None = None
+    pitr: dict[str, Any] | None = None
+    dry: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.apps is None or self.apps.ok
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"env": self.env, "safe_point": self.point, "live_database": self.live,
+                "restored_database": self.restored, "verified": self.verified, "swapped": self.swapped,
+                "previous_database": self.previous or None, "undo": self.undo, "pitr": self.pitr, "dry": self.dry,
+                "apps": self.apps.as_dict() if self.apps is not None else None}
+
+    def audit_details(self) -> dict[str, Any]:
+        """The compact form for the audit line (no per-app results, no per-table counts)."""
+        d = {k: v for k, v in self.as_dict().items() if k not in ("apps", "verified", "env", "dry")}
+        d["verified"] = None if self.verified is None else bool(self.verified.get("ok"))
+        return {"with_data": d, **(self.apps.details() if self.apps is not None else {})}
+
+
+def last_safe_point(stack: Stack, runner: FlyRunner) -> dict[str, Any]:
+    """The safe point of the last deploy in the audit trail; PreconditionFailed when it has none."""
+    entry = audit.last(stack, runner, "deploy")
+    point = dict((entry.details.get("safe_point") if entry else None) or {})
+    if point.get("kind") == "backup" and point.get("backup_id") or point.get("kind") == "time" and point.get("at"):
+        point["deploy"] = {"at": entry.at, "who": entry.who}
+        return point
+    from flyops.errors import PreconditionFailed
+
+    if entry is None:
+        why = f"there is no deploy of {stack.env} in the audit trail"
+    else:
+        why = f"the last deploy of {stack.env} ({entry.at}, {entry.who}) recorded no safe point" + (
+            f" ({point['why']})" if point.get("why") else "")
+    raise PreconditionFailed(f"{why}; nothing was changed",
+                             fix=f"inv rollback --env {stack.env} takes the apps back without data; "
+                                 f"inv db.list --env {stack.env} and db.restore --backup ID restore an older backup")
+
+
+def rollback_with_data(
+    stack: Stack,
+    runner: FlyRunner,
+    *,
+    confirm: str | None = None,
+    ask: Any = None,
+    app: str | None = None,
+    to: str | None = None,
+    platform: Any = None,
+    say: Say = say_default,
+) -> DataRollback:
+    """Restore the last deploy's safe point into a NEW database and verify it; only when the live
+    database's name is confirmed (`confirm`, or typed when `ask(live)` returns it) roll the apps
+    back (as `rollback` does) and swap the database by rename, keeping the live one.
+
+    A time safe point is restored by the platform (`platform`: a `flyops.fly.pitr.PlatformBackups`)
+    into a new cluster, which is kept; moving the application onto a cluster is not done here."""
+    from flyops.db import pgconn, safepoint
+    from flyops.db import settings as from_stack
+    from flyops.errors import BadInput, PreconditionFailed
+    from flyops.stack.envfile import load_env
+
+    stack.require_fly()
+    point = last_safe_point(stack, runner)
+    out = DataRollback(stack.env, point, dry=runner.dry)
+    targets = plan_rollback(stack, runner, app, to)
+    if point["kind"] == "time" and platform is None:
+        raise PreconditionFailed(
+            f"the last deploy's safe point is the time {point['at']} (the database was over "
+            f"backup.safe_point_max_mb = {point.get('max_mb')} MB); restoring it needs the platform's point-in-time "
+            "backups, which this stack does not have; nothing was changed",
+            fix=f"restore to that time by hand (fly postgres backup restore NEW-APP --app {stack.app_name(COMPONENT_DB)} "
+                f"--restore-target-time {point['at']}), or raise backup.safe_point_max_mb so deploys take backups")
+    if runner.dry:
+        what = (f"restore backup {point['backup_id']} into a new database next to {point['database']} and compare it "
+                "with its manifest" if point["kind"] == "backup" else
+                f"restore the platform's point-in-time backup at {point['at']} into a new cluster")
+        say(f"[dry] {what}")
+        say("[dry] then, only with --confirm " + point["database"] + ": roll back "
+            + (", ".join(f"{t.component} -> v{t.version}" for t in targets if t.needed) or "no app")
+            + f" and swap by rename (the live database kept as {point['database']}_pre_<time>_<hex>)")
+        audit.record(stack, runner, "rollback", f"restore safe point {point.get('backup_id') or point['at']}", "ok")
+        return out
+    envfile = load_env(stack.root, stack.env, must_exist=True)
+    with deploy_lock(stack, runner, "rollback", "rollback --with-data"), \
+            from_stack.database_url(stack, envfile, runner if stack.database.source == "fly" else None) as url:
+        out.live = pgconn.dbname(url)
+        if confirm is not None and confirm != out.live:
+            raise BadInput(f"--confirm {confirm!r}: the live database of {stack.env} is {out.live!r}; nothing was changed",
+                           fix=f"--confirm {out.live}")
+        if point["kind"] == "time":
+            stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+            new_name = f"{stack.app_name(COMPONENT_DB)[:40]}-sp-{stamp}"
+            out.pitr = safepoint.restore_at(point, platform, new_name)
+            out.restored = out.pitr["cluster"]
+            audit.record(stack, runner, "rollback", f"restored safe point {point['at']} into new cluster {out.restored}; "
+                         "not swapped (a cluster is moved to by hand)", "ok", out.audit_details())
+            return out
+        repo = from_stack.repo_config(stack, envfile)
+        runner.add_masks(list(repo.secrets().values()))
+        say(f"restoring safe point {point['backup_id']} into a new database next to {out.live}")
+        restored = safepoint.restore_into_new(point, env=stack.env, repo=repo, url=url, jobs=stack.backup.jobs)
+        out.restored, out.verified = restored["database"], restored["verified"]
+        say(f"  restored into {out.restored}: matches its manifest ({out.verified['tables']} tables, "
+            f"{out.verified['rows']} rows)")
+        if confirm is None and ask is not None:
+            confirm = ask(out.live)
+        if confirm != out.live:
+            say(f"not swapped: the application still uses {out.live}; to swap onto {out.restored}: "
+                f"inv rollback --env {stack.env} --with-data --confirm {out.live}")
+            audit.record(stack, runner, "rollback", f"restored safe point {point['backup_id']} into new database "
+                         f"{out.restored} (verified); not swapped (no --confirm)", "ok", out.audit_details())
+            return out
+        out.apps = execute(stack, runner, targets, say)
+        if not out.apps.ok:
+            audit.record(stack, runner, "rollback", f"rolled back {_listed(out.apps)}; safe point {point['backup_id']} "
+                         f"restored into {out.restored} but NOT swapped (an app failed)", "failed",
+                         out.audit_details())
+            return out
+        out.previous = safepoint.swap(url, out.live, out.restored)
+        out.swapped = True
+        out.undo = safepoint.undo_sql(out.live, out.previous, out.restored)
+        say(f"  swapped: {out.live} is now the restored safe point; the database as it was is kept as {out.previous}")
+        audit.record(stack, runner, "rollback", f"rolled back {_listed(out.apps) or 'no app'}; database {out.live} "
+                     f"swapped to safe point {point['backup_id']} (the one it replaced kept as {out.previous})", "ok",
+                     out.audit_details())
+        return out
+
+
+def _listed(result: DeployResult) -> str:
+    return ", ".join(f"{r.component} {r.release()}" for r in result.results)

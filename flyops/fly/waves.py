@@ -163,6 +163,7 @@ class DeployResult:
     image: str | None = None
     rolled_back: DeployResult | None = None
     hooks: list[str] = field(default_factory=list)
+    safe_point: dict[str, Any] | None = None  # flyops.db.safepoint: taken before any app, or why not
 
     @property
     def ok(self) -> bool:
@@ -197,7 +198,8 @@ class DeployResult:
     def details(self) -> dict[str, Any]:
         """Compact per-app record for the audit line: [before, after, outcome]."""
         return {"apps": {r.component: [r.before, r.after, r.outcome] for r in self.results if r.kind != "database"},
-                **({"image": self.image} if self.image else {})}
+                **({"image": self.image} if self.image else {}),
+                **({"safe_point": self.safe_point} if self.safe_point else {})}
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -207,6 +209,8 @@ class DeployResult:
             "not_on_new_release": [r.component for r in self.not_on_new_release()],
             "hooks": self.hooks,
         }
+        if self.safe_point is not None:
+            out["safe_point"] = self.safe_point
         if self.rolled_back is not None:
             out["rolled_back"] = self.rolled_back.as_dict()
         return out

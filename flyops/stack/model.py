@@ -249,6 +249,10 @@ class Backup(_Model):
     rpo: str = "26h"
     jobs: int = Field(default=2, ge=1, le=32)
     smoke_queries: list[str] = []
+    # the restore point `inv deploy` records before web's release command (flyops/db/safepoint.py):
+    # auto = a logical backup up to safe_point_max_mb, else the server's time for a point-in-time restore
+    safe_point: Literal["auto", "backup", "time", "off"] = "auto"
+    safe_point_max_mb: int = Field(default=2048, ge=1, le=1_000_000)
 
     _d = field_validator("if_older_than", "max_age", "rto", "rpo")(lambda cls, v: _check_duration(v))
 

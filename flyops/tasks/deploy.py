@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from flyops.errors import OpsError
 from flyops.fly import audit as audit_trail
 from flyops.fly.deploy import deploy_environment
@@ -58,14 +60,59 @@ def deploy(ctx, env, only=None, image=None, rollback_on_failure=False, message="
     help={
         "app": "one component (default: every app the last deploy changed)",
         "to": "a release of that app (v12) or an image reference (default: the release before the last deploy)",
+        "with_data": "also go back to the safe point the last deploy recorded before its migrations: restore it "
+                     "into a NEW database and verify it; the swap (apps rolled back, databases renamed) needs --confirm",
+        "confirm": "with --with-data: the name of the live database, to swap the application onto the restored copy "
+                   "(typed at the prompt when interactive); the live database is kept under a new name",
         "json": "print the result as JSON",
         },
 )
-def rollback(ctx, env, app=None, to=None, json=False, verbose=False):
+def rollback(ctx, env, app=None, to=None, with_data=False, confirm=None, json=False, verbose=False):
     """Redeploy earlier images: by default every app the last deploy touched, to its release before it."""
     stack = stack_for(env)
     runner = runner_for(ctx, verbose=verbose)
+    if confirm is not None and not with_data:
+        from flyops.errors import BadInput
+
+        raise BadInput("--confirm names the database a --with-data rollback swaps; without --with-data it means nothing",
+                       fix=f"inv rollback --env {stack.env} --with-data --confirm DBNAME")
+    if with_data:
+        _rollback_with_data(stack, runner, app, to, confirm, json)
+        return
     with audit_trail.recorded(stack, runner, "rollback") as outcome:  # an interrupted rollback too
         result = rollback_environment(stack, runner, app=app, to=to, say=say)
         outcome.written = True  # rollback_environment wrote its line (ok / failed, per app)
     _report(result, json, verb="rollback")
+
+
+def _rollback_with_data(stack, runner, app, to, confirm, as_json) -> None:
+    from flyops.fly.rollback import rollback_with_data
+
+    def ask(live: str) -> str | None:
+        if as_json or not (sys.stdin.isatty() and sys.stdout.isatty()):
+            return None
+        return input(f"Swap {stack.env} onto the restored copy (the apps rolled back, {live!r} kept under a new "
+                     f"name)? Type {live!r} to go on: ").strip()
+
+    with audit_trail.recorded(stack, runner, "rollback") as outcome:
+        done = rollback_with_data(stack, runner, confirm=confirm, ask=ask, app=app, to=to, say=say)
+        outcome.written = True  # rollback_with_data wrote its line
+    if as_json:
+        print_json(done.as_dict())
+    elif not done.dry:
+        out = console()
+        if done.apps is not None:
+            out.print(table(f"rollback {done.env}", ["component", "app", "result", "release", "detail"],
+                            [(r.component, r.app, r.outcome, r.release(), r.detail) for r in done.apps.results],
+                            styles={2: OUTCOME_STYLE}))
+        if done.swapped:
+            out.print(f"database {done.live!r} is now the safe point {done.point.get('backup_id')}; the database it "
+                      f"replaced is kept as {done.previous!r} (nothing was dropped)", markup=False)
+            out.print("to undo the swap: fly postgres connect --app " + stack.app_name("db") + ", then "
+                      + " ".join(done.undo or []), markup=False)
+        elif done.restored:
+            out.print(f"restored safe point into {done.restored!r} (verified); not swapped: {done.live!r} is "
+                      f"unchanged", markup=False)
+    if done.apps is not None and not done.apps.ok:
+        raise OpsError(f"{done.apps.summary()}; the database was not swapped (restored copy: {done.restored})",
+                       fix=f"inv rollback --env {stack.env} --with-data --confirm {done.live} once the apps deploy")

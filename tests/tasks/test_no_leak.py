@@ -169,3 +169,54 @@ def test_the_canaries_are_not_in_the_repository():
         for path in (root / sub).rglob("*"):
             if path.is_file() and path.suffix in (".py", ".toml", ".example", ".md", ".json", ".sh", ""):
                 assert MARK.encode() not in path.read_bytes(), path
+
+
+def test_the_safe_point_and_rollback_with_data_hold_no_secret(leaky):
+    """`deploy` taking its safe point (a backup through DATABASE_URL, whose password is a
+    canary, into a repository whose password is one) and `rollback --with-data` restoring,
+    verifying and swapping it, all under `-d`: every output and file is searched as above.
+    Staging reads its database from DATABASE_URL here (`database.source = "url"`), since the
+    stand-in's Postgres cluster has no real server behind it that knows a canary password."""
+    from tests.helpers import set_safe_point
+
+    ops, url, tmp = leaky
+    overlay = ops.root / "fly" / "staging.toml"
+    overlay.write_text(overlay.read_text() + '\n[database]\nsource = "url"\n')
+    set_safe_point(ops.root, "staging", "auto")  # and re-render
+    write_env(ops.root, "staging", {**FLY_VALUES, "DATABASE_URL": url})
+    db = url.rsplit("/", 1)[1]
+    steps = [
+        (("up", "--env", "staging", "--yes", "--image", "registry.fly.io/my-app:1"), {0}),
+        (("db.init", "--env", "staging"), {0}),
+        (("--dry", "deploy", "--env", "staging", "--image", "registry.fly.io/my-app:2"), {0}),
+        (("deploy", "--env", "staging", "--image", "registry.fly.io/my-app:2", "--verbose"), {0}),
+        (("--dry", "rollback", "--env", "staging", "--with-data"), {0}),
+        (("rollback", "--env", "staging", "--with-data", "--json"), {0}),
+        (("rollback", "--env", "staging", "--with-data", "--confirm", db, "--verbose"), {0}),
+        (("audit", "--env", "staging", "--json"), {0}),
+    ]
+    leaks, texts = [], []
+    for argv, ok in steps:
+        r = ops.inv("-d", *argv, FLY_API_TOKEN=TOKEN, TMPDIR=str(tmp))
+        assert r.returncode in ok, f"inv -d {' '.join(argv)}: exit {r.returncode}\n{r.stderr[-3000:]}"
+        texts += [(f"inv -d {' '.join(argv)}: stdout", r.stdout), (f"inv -d {' '.join(argv)}: stderr", r.stderr)]
+    deployed = next(t for w, t in texts if w.endswith("--verbose: stderr") and " deploy " in w)
+    assert "safe point: backup " in deployed  # a backup was really taken through the canary URL
+    swapped = json.loads(next(t for w, t in texts if w.endswith("--with-data --json: stdout")))
+    assert swapped["verified"]["ok"] and not swapped["swapped"]  # the path ran for real
+    assert any("swapped:" in t for w, t in texts if "--confirm" in w)
+    for where, text in texts:
+        for hit in found_in(text.encode(), []):
+            line = next((ln for ln in text.splitlines() if MARK in ln), "")
+            leaks.append(f"{where}: {hit}: {line[:300]}")
+    files = [p for p in (ops.home / "argv.log", ops.home / "events.jsonl") if p.exists()]
+    files += [p for p in ops.root.rglob("*") if p.is_file() and p.parent.name != "env"]
+    files += [p for p in tmp.rglob("*") if p.is_file()]
+    for path in files:
+        for hit in found_in(path.read_bytes(), []):
+            leaks.append(f"{path.relative_to(path.anchor)}: {hit}")
+    # the audit trail lives in the stand-in's state (machine metadata): no canary in it either
+    state = json.loads((ops.home / "state.json").read_text())
+    trail = json.dumps(state["apps"].get("my-app-ops-staging", {}).get("machines", []))
+    assert "safe_point" in trail and MARK not in trail
+    assert not leaks, "\n".join(leaks)
