@@ -248,7 +248,8 @@ def check_restored(result: VerifyResult, db_url: Secret, manifest: dict, smoke_q
 def verify(level: str, *, env: str, repo_config: RepoConfig, backup: str | dict = "latest",
            max_age: float | None = None, smoke_queries: Sequence[str] = (), read_data_subset: str | None = None,
            jobs: int = 2, server_url: Secret | None = None, host: Host | None = None,
-           tools: Tools = DEFAULT_TOOLS, record: bool = True, now: datetime | None = None) -> VerifyResult:
+           tools: Tools = DEFAULT_TOOLS, record: bool = True, now: datetime | None = None,
+           copies: Sequence[RepoConfig] = ()) -> VerifyResult:
     """`db.verify`: check one backup at `level`; returns a VerifyResult (call `raise_if_failed()`).
 
     fresh      the newest complete backup is younger than `max_age` seconds
@@ -257,6 +258,9 @@ def verify(level: str, *, env: str, repo_config: RepoConfig, backup: str | dict 
     restore    integrity, then restore into scratch (a new database on `server_url`, or a
                ScratchCluster started and removed here), compare exactly with the manifest, smoke SQL.
                (No separate decode: the restore reads every entry.)
+
+    Every level but `fresh` also checks the backup in each of `copies` (backup.copies:
+    `flyops.db.copies.verify_copy`), one check per copy named by its location.
 
     `fresh` is included in the others when `backup` is "latest" and `max_age` is given.
     `backup` may be an id, "latest", or a manifest dict as `db.backup` returns it.
@@ -291,13 +295,21 @@ def verify(level: str, *, env: str, repo_config: RepoConfig, backup: str | dict 
     _problems_check(result, "integrity", block,
                     "restic check passed; dump SHA-256 matches the manifest"
                     + (f" (read-data-subset {read_data_subset})" if read_data_subset else ""))
+    integrity_ok = result.checks[-1].ok
 
     if level == "decode":
         with _timed(result, "decode"):
             block = decode(repo, manifest)
         _problems_check(result, "decode", block, "pg_restore read the whole dump")
-    elif level == "restore":
-        if not result.checks[-1].ok:
+    for copy in copies:  # the same backup, in every repository off the platform
+        from flyops.db.copies import verify_copy
+
+        with _timed(result, "copies"):
+            block = verify_copy(manifest, copy, env, host, tools=tools, read_data_subset=read_data_subset)
+        _problems_check(result, f"copy {copy.location}", block,
+                        "dump and manifest there; restic check passed; dump SHA-256 matches the manifest")
+    if level == "restore":
+        if not integrity_ok:
             result.add("restore", False, "not attempted: the stored dump failed its integrity check")
         else:
             _verify_by_restore(result, repo_config, manifest, env, smoke_queries, jobs, server_url, host, tools)

@@ -46,9 +46,10 @@ def verify(ctx, env, backup="latest", level="restore", max_age=None, json=False)
     from flyops.db.verify import verify as verify_core
 
     stack = stack_for(env)
-    repo = from_stack.repo_config(stack, load_env(root(), env, must_exist=True))
+    envfile = load_env(root(), env, must_exist=True)
+    repo = from_stack.repo_config(stack, envfile)
     result = verify_core(
-        level, env=stack.env, repo_config=repo, backup=backup,
+        level, env=stack.env, repo_config=repo, backup=backup, copies=from_stack.copy_configs(stack, envfile, repo),
         max_age=_seconds("--max-age", max_age, stack.backup.max_age if level == "fresh" else None),
         smoke_queries=stack.backup.smoke_queries, jobs=stack.backup.jobs,
     )

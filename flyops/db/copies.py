@@ -1,0 +1,182 @@
+"""Copies of the backup repository off the platform (`backup.copies`), with `restic copy`.
+
+After each backup, `restic -r COPY copy --from-repo PRIMARY` brings the environment's dump and
+manifest snapshots to every copy (restic cmd/restic/cmd_copy.go `runCopy`: the source is opened
+with a read lock, the destination with an append lock; a snapshot already copied, found by its
+`Original` id, is skipped: `collectAllSnapshots`). It copies every such snapshot, not only the
+new one, so a copy that failed once (a disk not mounted, a network down) is caught up by the
+next backup. The backup itself stays complete and listed in the primary whatever a copy does;
+a copy that fails is reported with exit 9 (`CopyFailed`).
+
+Passwords never go in argv: the destination's is RESTIC_PASSWORD, the source's
+RESTIC_FROM_PASSWORD (internal/global/secondary_repo.go `FillGlobalOpts`: `pwdEnv =
+"RESTIC_FROM_PASSWORD"`; the same in restic 0.14's cmd/restic/secondary_repo.go), both in the
+child's environment from stdin (`flyops.hosts.prepare`).
+
+Which pairs one restic process can take: restic's S3 backend reads its keys from the
+process-wide AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (internal/backend/s3/s3.go
+`getCredentials`: `credentials.EnvAWS` for every S3 repository it opens), so a copy between two
+S3 repositories needs the same keys for both (doc/045_working_with_repos.rst, the note under
+"Copying snapshots between repositories"). A folder copy works with any primary, an S3 copy
+with a folder primary or with an S3 primary whose keys it shares; other pairs are refused when
+the settings are read (`check_pair`), before anything runs.
+
+A copy is never pruned or forgotten by this repository (`db.prune` works on the primary only):
+so a copy can be append-only (rest-server `--append-only`, or a bucket whose keys cannot delete:
+README "Copies off the platform"), and has to be pruned there with credentials of its own.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from flyops.db.backup import MANIFEST_FILE, find_backup, parse_kv
+from flyops.db.config import RepoConfig, Tools
+from flyops.db.restic import TAG, Repo, explain_failure, restic_host
+from flyops.errors import BadInput, ExitCode, OpsError
+from flyops.hosts import Host
+from flyops.secret import Secret
+
+#: the parts a copy gets: the dump and its manifest (a verification record is about the
+#: repository it was made in, and the lock snapshots are the primary's own)
+PARTS = ("dump", "manifest")
+
+
+class CopyFailed(OpsError):
+    """The backup is complete in the primary repository, a copy of it is not (exit 9)."""
+
+    code = ExitCode.COPY_FAILED
+
+
+def check_pair(primary: RepoConfig, copy: RepoConfig) -> None:
+    """BadInput when one restic process cannot open both (two S3 repositories, other keys)."""
+    if primary.location.startswith("s3:") and copy.location.startswith("s3:") and (
+            primary.aws_access_key_id != copy.aws_access_key_id
+            or primary.aws_secret_access_key != copy.aws_secret_access_key):
+        raise BadInput(
+            f"backup.copies: {copy.location} is an S3 repository with other keys than the primary {primary.location}; "
+            "restic's S3 backend takes one set of AWS_* keys per process, for both repositories of a `restic copy`",
+            fix="use a folder copy (e.g. on a disk or NAS the backup host mounts), or give the copy the primary's "
+                "keys (keys_prefix = \"\")")
+    if copy.location == primary.location:
+        raise BadInput(f"backup.copies: {copy.location} is the primary repository itself")
+
+
+def copy_secrets(primary: RepoConfig, copy: RepoConfig) -> dict[str, Secret]:
+    """The child's environment: the destination's password and keys as restic's usual names,
+    the source's password as RESTIC_FROM_PASSWORD."""
+    out = dict(copy.secrets())
+    out["RESTIC_FROM_PASSWORD"] = primary.password
+    if "AWS_ACCESS_KEY_ID" not in out and primary.aws_access_key_id and primary.aws_secret_access_key:
+        out["AWS_ACCESS_KEY_ID"] = primary.aws_access_key_id
+        out["AWS_SECRET_ACCESS_KEY"] = primary.aws_secret_access_key
+    return out
+
+
+def copy_argv(primary: Repo, copy: Repo, env: str) -> list[str]:
+    """`restic -r COPY copy --from-repo PRIMARY --host flyops-<env> --tag flyops,part=dump ...`
+    (several --tag are OR'ed, the parts of one are AND'ed: restic's snapshot filter)."""
+    tags: list[str] = []
+    for part in PARTS:
+        tags += ["--tag", f"{TAG},part={part}"]
+    region = [] if copy.config.region or not primary.config.region else ["-o", f"s3.region={primary.config.region}"]
+    return copy.argv(*region, "copy", "--from-repo", primary.location, "--host", restic_host(env), *tags)
+
+
+def init_argv(primary: Repo, copy: Repo) -> list[str]:
+    """`restic init --from-repo PRIMARY --copy-chunker-params`: the copy splits files as the
+    primary does, so copied dumps deduplicate against each other there too (doc/045, "Ensuring
+    deduplication for copied snapshots")."""
+    region = [] if copy.config.region or not primary.config.region else ["-o", f"s3.region={primary.config.region}"]
+    return copy.argv(*region, "init", "--from-repo", primary.location, "--copy-chunker-params")
+
+
+@dataclass
+class CopyOutcome:
+    location: str
+    ok: bool
+    detail: str
+
+    def to_dict(self) -> dict:
+        return {"location": self.location, "ok": self.ok, "detail": self.detail}
+
+
+def init_copies(primary: RepoConfig, copies: Sequence[RepoConfig], host: Host, tools: Tools = Tools()) -> list[str]:
+    """Create the copies that do not exist yet; returns their locations."""
+    src = Repo(primary, host, tools)
+    made = []
+    for cfg in copies:
+        check_pair(primary, cfg)
+        dst = Repo(cfg, host, tools)
+        if dst.exists():
+            continue
+        r = host.run_script(shlex.join(init_argv(src, dst)) + "\n", copy_secrets(primary, cfg))
+        if not r.ok:
+            raise explain_failure(r, "init (copy)", cfg.location)
+        made.append(cfg.location)
+    return made
+
+
+def copy_backup(primary: RepoConfig, copies: Sequence[RepoConfig], env: str, backup_id: str, host: Host,
+                tools: Tools = Tools()) -> list[CopyOutcome]:
+    """`restic copy` to every copy, then re-read each copy: the backup's dump and manifest are
+    there. One outcome per copy; a failing copy does not stop the others."""
+    src = Repo(primary, host, tools)
+    outcomes = []
+    for cfg in copies:
+        dst = Repo(cfg, host, tools)
+        try:
+            check_pair(primary, cfg)
+            dst.require()
+            r = host.run_script(shlex.join(copy_argv(src, dst, env)) + "\n", copy_secrets(primary, cfg))
+            if not r.ok:
+                raise explain_failure(r, "copy", cfg.location)
+            find_backup(dst, env, backup_id)  # BadInput when the copy still lacks it
+            outcomes.append(CopyOutcome(cfg.location, True, f"backup {backup_id} copied"))
+        except OpsError as e:
+            outcomes.append(CopyOutcome(cfg.location, False, " ".join(e.message.split())[:400]))
+    return outcomes
+
+
+def raise_if_failed(outcomes: Sequence[CopyOutcome], backup_id: str, env: str) -> None:
+    bad = [o for o in outcomes if not o.ok]
+    if bad:
+        raise CopyFailed(
+            f"backup {backup_id} is complete in the primary repository, but not in {len(bad)} copy(ies): "
+            + "; ".join(f"{o.location}: {o.detail}" for o in bad),
+            fix=f"fix the copy (mounted? reachable? `inv db.init --env {env}` creates a missing one); "
+                "the next backup copies every backup the copy lacks")
+
+
+def verify_copy(primary_manifest: dict, copy: RepoConfig, env: str, host: Host, *, tools: Tools = Tools(),
+                read_data_subset: str | None = None) -> dict:
+    """The backup in one copy: its dump and manifest snapshots are there, the copy's manifest
+    is the primary's (same SHA-256), `restic check` (with `read_data_subset`) passes, and the
+    dump `restic dump` streams from the copy has the manifest's SHA-256."""
+    from flyops.db.verify import dump_path, integrity_script
+
+    repo = Repo(copy, host, tools)
+    bid = primary_manifest["id"]
+    problems: list[str] = []
+    try:
+        dump_snap, man_snap = find_backup(repo, env, bid)
+        theirs = repo.read_json(man_snap["id"], MANIFEST_FILE)
+    except OpsError as e:
+        return {"ok": False, "location": copy.location, "problems": [f"backup {bid} not there: {e.message}"]}
+    except ValueError as e:
+        return {"ok": False, "location": copy.location, "problems": [f"manifest of {bid} unreadable: {e}"]}
+    if theirs.get("sha256") != primary_manifest["sha256"]:
+        problems.append("its manifest differs from the primary's")
+    args = ["check"] + ([f"--read-data-subset={read_data_subset}"] if read_data_subset else [])
+    r = repo.run(*args, check=False)
+    if not r.ok:
+        problems.append(explain_failure(r, "check", copy.location).message)
+    r = host.run_script(integrity_script(repo, dump_snap["id"], dump_path(primary_manifest)), copy.secrets())
+    out = parse_kv(r.stdout)
+    if out.get("rc_fetch") != "0":
+        problems.append(f"restic dump failed (exit {out.get('rc_fetch')}): {r.stderr.strip()[-300:]}")
+    elif out.get("sha256") != primary_manifest["sha256"]:
+        problems.append(f"SHA-256 of the copied dump {out.get('sha256')} differs from the manifest's")
+    return {"ok": not problems, "location": copy.location, "problems": problems}
