@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from flyops.db.backup import MANIFEST_FILE, find_backup, parse_kv
-from flyops.db.config import RepoConfig, Tools
+from flyops.db.config import DEFAULT_TOOLS, RepoConfig, Tools
 from flyops.db.restic import TAG, Repo, explain_failure, restic_host
 from flyops.errors import BadInput, ExitCode, OpsError
 from flyops.hosts import Host
@@ -62,6 +62,17 @@ def check_pair(primary: RepoConfig, copy: RepoConfig) -> None:
                 "keys (keys_prefix = \"\")")
     if copy.location == primary.location:
         raise BadInput(f"backup.copies: {copy.location} is the primary repository itself")
+
+
+def check_tigris_copies(stack) -> None:
+    """Before a Tigris bucket exists (its keys unknown yet): an S3 copy can only share the
+    bucket's keys by naming them (keys_prefix = "TIGRIS_"), see `check_pair`."""
+    for i, c in enumerate(stack.backup.copies):
+        if c.repository.startswith("s3:") and c.keys_prefix != "TIGRIS_":
+            raise BadInput(
+                f"backup.copies[{i}]: {c.repository} is an S3 repository with other keys than the Tigris bucket; "
+                "restic's S3 backend takes one set of AWS_* keys per process, for both repositories of a `restic copy`",
+                fix="use a folder copy (e.g. on a disk or NAS the backup host mounts)")
 
 
 def copy_secrets(primary: RepoConfig, copy: RepoConfig) -> dict[str, Secret]:
@@ -103,7 +114,7 @@ class CopyOutcome:
         return {"location": self.location, "ok": self.ok, "detail": self.detail}
 
 
-def init_copies(primary: RepoConfig, copies: Sequence[RepoConfig], host: Host, tools: Tools = Tools()) -> list[str]:
+def init_copies(primary: RepoConfig, copies: Sequence[RepoConfig], host: Host, tools: Tools = DEFAULT_TOOLS) -> list[str]:
     """Create the copies that do not exist yet; returns their locations."""
     src = Repo(primary, host, tools)
     made = []
@@ -120,7 +131,7 @@ def init_copies(primary: RepoConfig, copies: Sequence[RepoConfig], host: Host, t
 
 
 def copy_backup(primary: RepoConfig, copies: Sequence[RepoConfig], env: str, backup_id: str, host: Host,
-                tools: Tools = Tools()) -> list[CopyOutcome]:
+                tools: Tools = DEFAULT_TOOLS) -> list[CopyOutcome]:
     """`restic copy` to every copy, then re-read each copy: the backup's dump and manifest are
     there. One outcome per copy; a failing copy does not stop the others."""
     src = Repo(primary, host, tools)
@@ -150,7 +161,7 @@ def raise_if_failed(outcomes: Sequence[CopyOutcome], backup_id: str, env: str) -
                 "the next backup copies every backup the copy lacks")
 
 
-def verify_copy(primary_manifest: dict, copy: RepoConfig, env: str, host: Host, *, tools: Tools = Tools(),
+def verify_copy(primary_manifest: dict, copy: RepoConfig, env: str, host: Host, *, tools: Tools = DEFAULT_TOOLS,
                 read_data_subset: str | None = None) -> dict:
     """The backup in one copy: its dump and manifest snapshots are there, the copy's manifest
     is the primary's (same SHA-256), `restic check` (with `read_data_subset`) passes, and the

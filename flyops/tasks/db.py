@@ -69,6 +69,8 @@ def init(ctx, env, json=False, on=None, ssh_key=None):
     if stack.backup.repository == "tigris":  # the bucket first: `fly storage create`, keys into the env file
         from flyops.fly import tigris
 
+        copies_core.check_tigris_copies(stack)  # bad input before the bucket is made
+
         made = tigris.ensure_bucket(runner_for(ctx), envfile, bucket=stack.tigris_bucket(), org=stack.project.org,
                                     env=stack.env, endpoint=stack.backup.endpoint,
                                     say=lambda line: console(stderr=True).print(line, markup=False))
