@@ -9,6 +9,7 @@ import re
 import secrets
 import shutil
 import stat
+
 import boto3
 import pytest
 

@@ -49,8 +49,14 @@ def _endpoint() -> str:
     return ep
 
 
+#: moto's server checks no signature unless its IAM auth is on, but answers an anonymous
+#: DELETE of an object with 403: a request has to name a key in a SigV4-shaped header
+_AUTH = {"Authorization": "AWS4-HMAC-SHA256 Credential=fakefly/20260101/us-east-1/s3/aws4_request, "
+                          "SignedHeaders=host, Signature=0"}
+
+
 def _s3(method: str, path: str) -> tuple[int, bytes]:
-    req = urllib.request.Request(_endpoint() + path, method=method)
+    req = urllib.request.Request(_endpoint() + path, method=method, headers=_AUTH)
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, r.read()
@@ -163,5 +169,7 @@ def _empty_and_delete(name: str) -> None:
         if not keys:
             break
         for key in keys:
-            _s3("DELETE", f"/{name}/{urllib.request.quote(key)}")
+            status, body = _s3("DELETE", f"/{name}/{urllib.request.quote(key)}")
+            if status not in (200, 204):
+                raise FlyError(f"fakefly: deleting {key} from bucket {name} failed: HTTP {status} {body[:200]!r}")
     _s3("DELETE", f"/{name}")
