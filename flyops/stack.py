@@ -254,6 +254,9 @@ class BackupCopy(_Model):
     repository: str
     password_key: str = Field(default="RESTIC_PASSWORD", pattern=r"^[A-Z][A-Z0-9_]*$")
     keys_prefix: str = Field(default="", pattern=r"^([A-Z][A-Z0-9_]*_)?$")  # S3 keys: <prefix>AWS_ACCESS_KEY_ID ...
+    #: the copy's keys cannot delete (an S3 policy without s3:DeleteObject): restic cannot remove
+    #: its lock files there, so its checks run with --no-lock (flyops/db/copies.py, README)
+    append_only: bool = False
 
     @field_validator("repository")
     @classmethod

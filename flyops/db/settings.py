@@ -55,7 +55,8 @@ def copy_configs(stack: Stack, envfile: EnvFile, primary: RepoConfig) -> list[Re
         values = envfile.require(keys, why=f"for backup.copies[{i}] of {stack.env!r} ({location})")
         cfg = RepoConfig(location=location, password=values[copy.password_key],
                          aws_access_key_id=values.get(copy.keys_prefix + "AWS_ACCESS_KEY_ID"),
-                         aws_secret_access_key=values.get(copy.keys_prefix + "AWS_SECRET_ACCESS_KEY"))
+                         aws_secret_access_key=values.get(copy.keys_prefix + "AWS_SECRET_ACCESS_KEY"),
+                         append_only=copy.append_only)
         check_pair(primary, cfg)
         out.append(cfg)
     return out
