@@ -257,6 +257,9 @@ class BackupCopy(_Model):
     #: the copy's keys cannot delete (an S3 policy without s3:DeleteObject): restic cannot remove
     #: its lock files there, so its checks run with --no-lock (flyops/db/copies.py, README)
     append_only: bool = False
+    #: copy from an earlier copy (its index) instead of the primary: the second hop that takes a
+    #: Tigris backup to an S3 copy with keys of its own, through a folder copy (flyops/db/copies.py)
+    from_copy: int | None = Field(default=None, ge=0)
 
     @field_validator("repository")
     @classmethod
@@ -296,6 +299,14 @@ class Backup(_Model):
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", name):
             raise ValueError("a bucket name is 3-63 lower-case letters, digits and '-' (S3's rule)")
         return v
+
+    @model_validator(mode="after")
+    def _copy_sources(self) -> Backup:
+        for i, c in enumerate(self.copies):
+            if c.from_copy is not None and c.from_copy >= i:
+                raise ValueError(f"copies[{i}].from_copy = {c.from_copy}: name an earlier copy (0..{i - 1})"
+                                 if i else "copies[0].from_copy: the first copy can only copy from the primary")
+        return self
 
     @field_validator("repository")
     @classmethod

@@ -19,7 +19,9 @@ process-wide AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (internal/backend/s3/s3.g
 S3 repositories needs the same keys for both (doc/045_working_with_repos.rst, the note under
 "Copying snapshots between repositories"). A folder copy works with any primary, an S3 copy
 with a folder primary or with an S3 primary whose keys it shares; other pairs are refused when
-the settings are read (`check_pair`), before anything runs.
+the settings are read (`check_pair`), before anything runs. The way from a Tigris bucket to an
+S3 copy with keys of its own is a second hop: a folder copy first, then the S3 copy with
+`from_copy` naming it (each hop one restic process with one set of S3 keys).
 
 A copy is never pruned or forgotten by this repository (`db.prune` works on the primary only):
 so a copy can be append-only, and has to be pruned there with credentials of its own (README
@@ -61,10 +63,10 @@ def check_pair(primary: RepoConfig, copy: RepoConfig) -> None:
             primary.aws_access_key_id != copy.aws_access_key_id
             or primary.aws_secret_access_key != copy.aws_secret_access_key):
         raise BadInput(
-            f"backup.copies: {copy.location} is an S3 repository with other keys than the primary {primary.location}; "
+            f"backup.copies: {copy.location} is an S3 repository with other keys than its source {primary.location}; "
             "restic's S3 backend takes one set of AWS_* keys per process, for both repositories of a `restic copy`",
-            fix="use a folder copy (e.g. on a disk or NAS the backup host mounts), or give the copy the primary's "
-                "keys (keys_prefix = \"\")")
+            fix="copy to a folder first (a disk or NAS the backup host mounts), then from that folder to the "
+                "S3 copy (from_copy = <the folder copy's index>); or give the copy the same keys")
     if copy.location == primary.location:
         raise BadInput(f"backup.copies: {copy.location} is the primary repository itself")
 
@@ -73,11 +75,12 @@ def check_tigris_copies(stack) -> None:
     """Before a Tigris bucket exists (its keys unknown yet): an S3 copy can only share the
     bucket's keys by naming them (keys_prefix = "TIGRIS_"), see `check_pair`."""
     for i, c in enumerate(stack.backup.copies):
-        if c.repository.startswith("s3:") and c.keys_prefix != "TIGRIS_":
+        if c.repository.startswith("s3:") and c.keys_prefix != "TIGRIS_" and c.from_copy is None:
             raise BadInput(
                 f"backup.copies[{i}]: {c.repository} is an S3 repository with other keys than the Tigris bucket; "
                 "restic's S3 backend takes one set of AWS_* keys per process, for both repositories of a `restic copy`",
-                fix="use a folder copy (e.g. on a disk or NAS the backup host mounts)")
+                fix="copy to a folder first (a disk or NAS the backup host mounts), then from that folder to the "
+                    "S3 copy: from_copy = <the folder copy's index>")
 
 
 def copy_secrets(primary: RepoConfig, copy: RepoConfig) -> dict[str, Secret]:
@@ -119,16 +122,25 @@ class CopyOutcome:
         return {"location": self.location, "ok": self.ok, "detail": self.detail}
 
 
-def init_copies(primary: RepoConfig, copies: Sequence[RepoConfig], host: Host, tools: Tools = DEFAULT_TOOLS) -> list[str]:
-    """Create the copies that do not exist yet; returns their locations."""
-    src = Repo(primary, host, tools)
+def _source(primary: RepoConfig, copies: Sequence[RepoConfig], sources: Sequence[int | None] | None,
+            i: int) -> RepoConfig:
+    """What copy `i` is copied from: the primary, or an earlier copy (backup.copies[i].from_copy)."""
+    j = sources[i] if sources else None
+    return primary if j is None else copies[j]
+
+
+def init_copies(primary: RepoConfig, copies: Sequence[RepoConfig], host: Host, tools: Tools = DEFAULT_TOOLS,
+                sources: Sequence[int | None] | None = None) -> list[str]:
+    """Create the copies that do not exist yet, in order (a copy's source first); returns their
+    locations."""
     made = []
-    for cfg in copies:
-        check_pair(primary, cfg)
-        dst = Repo(cfg, host, tools)
+    for i, cfg in enumerate(copies):
+        source = _source(primary, copies, sources, i)
+        check_pair(source, cfg)
+        src, dst = Repo(source, host, tools), Repo(cfg, host, tools)
         if dst.exists():
             continue
-        r = host.run_script(shlex.join(init_argv(src, dst)) + "\n", copy_secrets(primary, cfg))
+        r = host.run_script(shlex.join(init_argv(src, dst)) + "\n", copy_secrets(source, cfg))
         if not r.ok:
             raise explain_failure(r, "init (copy)", cfg.location)
         made.append(cfg.location)
@@ -136,17 +148,19 @@ def init_copies(primary: RepoConfig, copies: Sequence[RepoConfig], host: Host, t
 
 
 def copy_backup(primary: RepoConfig, copies: Sequence[RepoConfig], env: str, backup_id: str, host: Host,
-                tools: Tools = DEFAULT_TOOLS) -> list[CopyOutcome]:
-    """`restic copy` to every copy, then re-read each copy: the backup's dump and manifest are
-    there. One outcome per copy; a failing copy does not stop the others."""
-    src = Repo(primary, host, tools)
+                tools: Tools = DEFAULT_TOOLS, sources: Sequence[int | None] | None = None) -> list[CopyOutcome]:
+    """`restic copy` to every copy in order (from the primary, or from the earlier copy its
+    `from_copy` names), then re-read each copy: the backup's dump and manifest are there. One
+    outcome per copy; a failing copy does not stop the others (a copy whose source failed
+    still catches up on what its source has)."""
     outcomes = []
-    for cfg in copies:
-        dst = Repo(cfg, host, tools)
+    for i, cfg in enumerate(copies):
+        source = _source(primary, copies, sources, i)
+        src, dst = Repo(source, host, tools), Repo(cfg, host, tools)
         try:
-            check_pair(primary, cfg)
+            check_pair(source, cfg)
             dst.require()
-            r = host.run_script(shlex.join(copy_argv(src, dst, env)) + "\n", copy_secrets(primary, cfg))
+            r = host.run_script(shlex.join(copy_argv(src, dst, env)) + "\n", copy_secrets(source, cfg))
             if not r.ok:
                 raise explain_failure(r, "copy", cfg.location)
             find_backup(dst, env, backup_id)  # BadInput when the copy still lacks it

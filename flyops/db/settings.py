@@ -44,7 +44,8 @@ def repo_config(stack: Stack, envfile: EnvFile) -> RepoConfig:
 def copy_configs(stack: Stack, envfile: EnvFile, primary: RepoConfig) -> list[RepoConfig]:
     """backup.copies as repositories: each copy's password from its `password_key`, an S3
     copy's keys from `<keys_prefix>AWS_ACCESS_KEY_ID` / `..._SECRET_ACCESS_KEY`; a pair restic
-    cannot copy between in one process is BadInput now (flyops.db.copies.check_pair)."""
+    cannot copy between in one process (the copy and its source: the primary, or the copy
+    `from_copy` names) is BadInput now (flyops.db.copies.check_pair)."""
     from flyops.db.copies import check_pair
 
     out = []
@@ -57,9 +58,14 @@ def copy_configs(stack: Stack, envfile: EnvFile, primary: RepoConfig) -> list[Re
                          aws_access_key_id=values.get(copy.keys_prefix + "AWS_ACCESS_KEY_ID"),
                          aws_secret_access_key=values.get(copy.keys_prefix + "AWS_SECRET_ACCESS_KEY"),
                          append_only=copy.append_only)
-        check_pair(primary, cfg)
+        check_pair(out[copy.from_copy] if copy.from_copy is not None else primary, cfg)
         out.append(cfg)
     return out
+
+
+def copy_sources(stack: Stack) -> list[int | None]:
+    """For each copy, the index of the copy it is copied from (None: the primary)."""
+    return [c.from_copy for c in stack.backup.copies]
 
 
 def retention(stack: Stack) -> Retention:

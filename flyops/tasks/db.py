@@ -92,7 +92,7 @@ def init(ctx, env, json=False, on=None, ssh_key=None):
         show_plan({"dry": True, "task": "db.init", "env": stack.env, "repository": repo.location, "steps": steps}, json)
         return
     created = repo.init()
-    copies_made = copies_core.init_copies(config, copy_configs, host)
+    copies_made = copies_core.init_copies(config, copy_configs, host, sources=from_stack.copy_sources(stack))
     if json:
         print_json({"env": stack.env, "repository": repo.location, "created": created, "bucket": bucket,
                     "copies": [{"location": c.location, "created": c.location in copies_made} for c in copy_configs]})
@@ -141,6 +141,8 @@ def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, o
                            host=host, init=init, kind=kind)
         if window is not None and plan["steps"] and not plan["would_fail"] and core.should_skip(repo, stack.env, window, host=host):
             plan["steps"] = [plan["steps"][0], f"would skip: the newest backup is younger than {if_older_than}"]
+        elif plan["steps"] and not plan["would_fail"]:
+            plan["steps"] += [f"restic copy of the environment's backups to {c.location} (backup.copies)" for c in copy_cfgs]
         show_plan(plan, json)
         return
     runner = runner_for(ctx) if stack.database.source == "fly" and not direct else None
@@ -166,7 +168,8 @@ def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, o
     if stack.backup.copies:  # after the backup is complete in the primary: restic copy to each copy
         from flyops.db import copies as copies_core
 
-        copied = copies_core.copy_backup(repo, copy_cfgs, stack.env, manifest["id"], host)
+        copied = copies_core.copy_backup(repo, copy_cfgs, stack.env, manifest["id"], host,
+                                         sources=from_stack.copy_sources(stack))
     if json:
         print_json({**_summary(manifest), **({"copies": [c.to_dict() for c in copied]} if copied else {})})
     else:

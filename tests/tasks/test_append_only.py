@@ -5,6 +5,7 @@ forget, prune or delete anything in it (the ransomware case); the owner's keys c
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 
@@ -33,6 +34,9 @@ def offsite(ops, pg, make_db, s3_append_only):
                                   "OFF_AWS_ACCESS_KEY_ID": ao.writer[0],
                                   "OFF_AWS_SECRET_ACCESS_KEY": ao.writer[1].reveal()})
     ops.ao, ops.location, ops.prefix = ao, location, prefix
+    runtime = ops.root / "run"  # the per-environment backup flock: this test's own, not the machine's
+    runtime.mkdir(mode=0o700)
+    ops.inv = functools.partial(ops.inv, XDG_RUNTIME_DIR=str(runtime))
     return ops
 
 

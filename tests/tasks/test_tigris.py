@@ -34,7 +34,9 @@ def tigris(ops, pg, make_db, s3):
     with envfile.open("a") as f:
         f.write("# a comment the bucket's keys must not disturb\n")
     ops.bucket, ops.copy, ops.s3, ops.envfile = bucket, copy, s3, envfile
-    ops.extra = {"FAKEFLY_TIGRIS_ENDPOINT": s3.endpoint}
+    runtime = ops.root / "run"  # the per-environment backup flock: this test's own, not the machine's
+    runtime.mkdir(mode=0o700)
+    ops.extra = {"FAKEFLY_TIGRIS_ENDPOINT": s3.endpoint, "XDG_RUNTIME_DIR": str(runtime)}
     return ops
 
 
@@ -165,3 +167,32 @@ def test_an_s3_copy_with_other_keys_than_the_tigris_primary_is_refused(tigris):
     r = _inv(tigris, "db.init", "--env", "local")
     assert r.returncode == 2 and "one set of AWS_* keys" in r.stderr, r.stderr
     assert _creates(tigris) == [] and not _keys(tigris), "bad input, yet the bucket was made"
+
+
+def test_a_second_hop_takes_tigris_backups_to_an_append_only_s3_copy_with_its_own_keys(tigris, s3_append_only):
+    """Tigris -> folder -> S3 (from_copy = 0): each hop one restic process with one set of S3
+    keys. The last hop is the IAM-enforcing moto, so the copy's own keys must really be used."""
+    ao = s3_append_only
+    location = f"s3:{ao.endpoint}/{ao.bucket}/hop-{secrets.token_hex(4)}"
+    edit(tigris.root / "fly" / "local.toml", 'copies = [{ repository = "offsite/{env}" }]',
+         'copies = [{ repository = "offsite/{env}" }, '
+         f'{{ repository = "{location}", keys_prefix = "OFF_", append_only = true, from_copy = 0 }}]')
+    with tigris.envfile.open("a") as f:
+        f.write(f"OFF_AWS_ACCESS_KEY_ID={ao.writer[0]}\nOFF_AWS_SECRET_ACCESS_KEY={ao.writer[1].reveal()}\n")
+    r = _inv(tigris, "db.init", "--env", "local", "--json")
+    assert r.returncode == 0, r.stderr
+    assert [c["created"] for c in json.loads(r.stdout)["copies"]] == [True, True]
+    b = _inv(tigris, "db.backup", "--env", "local", "--json")
+    assert b.returncode == 0, b.stdout + b.stderr
+    assert [c["ok"] for c in json.loads(b.stdout)["copies"]] == [True, True]
+    v = _inv(tigris, "db.verify", "--env", "local", "--level", "integrity", "--json")
+    assert v.returncode == 0, v.stdout + v.stderr
+    names = {c["name"] for c in json.loads(v.stdout)["checks"] if c["ok"]}
+    assert {f"copy {tigris.copy}", f"copy {location}"} <= names
+
+
+def test_from_copy_must_name_an_earlier_copy(tigris):
+    edit(tigris.root / "fly" / "local.toml", 'copies = [{ repository = "offsite/{env}" }]',
+         'copies = [{ repository = "offsite/{env}", from_copy = 0 }]')
+    r = _inv(tigris, "db.init", "--env", "local")
+    assert r.returncode == 2 and "fly/local.toml" in r.stderr and "from_copy" in r.stderr, r.stderr
