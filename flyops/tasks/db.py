@@ -58,7 +58,10 @@ def show_plan(plan: dict, as_json: bool) -> None:
 @task(help={"env": "environment whose backup repository is created", "json": "print JSON", "on": ON_HELP,
             "ssh_key": "private key file for --on"})
 def init(ctx, env, json=False, on=None, ssh_key=None):
-    """Create the environment's restic repository (once, before the first backup; a backup never creates one)."""
+    """Create the environment's restic repository and its copies (a Tigris bucket first for "tigris"); a backup never does.
+
+    backup.repository = "tigris": `fly storage create` (org token) when the bucket is not there;
+    the keys flyctl prints once go straight into env/<env>.env, never to the screen."""
     from flyops.db import copies as copies_core
     from flyops.db import settings as from_stack
     from flyops.db.restic import Repo

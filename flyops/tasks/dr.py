@@ -237,6 +237,11 @@ def schedule_fly(ctx, env, image, schedule="daily", yes=False):
     stack.require_fly()
     envfile = load_env(root(), env, must_exist=True)
     runner = runner_for(ctx)
+    if stack.backup.repository == "tigris" or stack.backup.copies:
+        # the machine's entrypoint writes only the keys schedule.RUNNER_SECRET_KEYS names into its
+        # env file (no TIGRIS_* keys), and folder copies would land on its throw-away disk
+        raise BadInput(f"schedule.fly does not run backups into a Tigris bucket or with backup.copies yet ({stack.env})",
+                       fix="run the scheduled backups from a host you keep (schedule.show: cron / systemd lines)")
     if not stack.backup_repository().startswith("s3:"):
         raise BadInput(
             f"backup.repository of {stack.env} is a local folder ({stack.backup_repository()}); "
