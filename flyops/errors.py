@@ -22,6 +22,7 @@ class ExitCode(IntEnum):
     TARGET_MISSED = 6  # a drill worked but missed its RTO/RPO target
     CHANGES_PENDING = 7  # plan/diff/check: the world differs from the stack (for CI)
     PARTLY_CHANGED = 8  # failed after changing something (the message lists what); a re-run converges
+    COPY_FAILED = 9  # the backup is complete in the primary repository, a copy of it (backup.copies) is not
     INTERRUPTED = 130  # Ctrl-C / SIGTERM
 
 

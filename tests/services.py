@@ -174,6 +174,63 @@ def s3() -> Iterator[S3Service]:
             yield svc
 
 
+@dataclass(frozen=True)
+class AppendOnlyS3:
+    """A second moto server, with IAM enforced (signatures checked, policies applied: moto's
+    core/authorization.py `_authenticate_and_authorize_action`, on once INITIAL_NO_AUTH_ACTION_COUNT
+    requests have been served): a versioned bucket, an `owner` key that may do anything and a
+    `writer` key whose policy has no s3:DeleteObject / s3:DeleteObjectVersion."""
+
+    endpoint: str
+    bucket: str
+    owner: tuple[str, Secret]
+    writer: tuple[str, Secret]
+
+
+# the set-up requests served before moto starts enforcing IAM (each counts one)
+_SETUP_REQUESTS = 8
+
+
+@pytest.fixture(scope="session")
+def s3_append_only() -> Iterator[AppendOnlyS3]:
+    import json
+
+    local = Path(sys.executable).parent / "moto_server"
+    binary = _need(str(local) if local.exists() else "moto_server", "moto[server] in the virtualenv")
+    with tempfile.TemporaryDirectory(prefix="flyops-s3ao-") as tmp:
+        port = free_port()
+        endpoint = f"http://127.0.0.1:{port}"
+        log = Path(tmp) / "moto.log"
+        os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = str(_SETUP_REQUESTS)
+        try:
+            with _daemon([binary, "-H", "127.0.0.1", "-p", str(port)], log):
+                os.environ.pop("INITIAL_NO_AUTH_ACTION_COUNT", None)
+                # a TCP connect, not a request: every request before the set-up would count
+                _wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=2).close() is None,
+                          "moto_server (IAM)", log)
+                import boto3
+
+                anon = {"endpoint_url": endpoint, "region_name": "us-east-1", "aws_access_key_id": "setup",
+                        "aws_secret_access_key": "setup"}
+                iam, s3c = boto3.client("iam", **anon), boto3.client("s3", **anon)
+                bucket = "flyops-offsite"
+
+                def user(name: str, actions: list[str] | str) -> tuple[str, Secret]:
+                    iam.create_user(UserName=name)
+                    iam.put_user_policy(UserName=name, PolicyName=name, PolicyDocument=json.dumps({
+                        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}))
+                    key = iam.create_access_key(UserName=name)["AccessKey"]
+                    return key["AccessKeyId"], Secret(key["SecretAccessKey"])
+
+                s3c.create_bucket(Bucket=bucket)
+                s3c.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+                owner = user("owner", "*")
+                writer = user("writer", ["s3:GetObject", "s3:PutObject", "s3:ListBucket", "s3:GetBucketLocation"])
+                yield AppendOnlyS3(endpoint, bucket, owner, writer)
+        finally:
+            os.environ.pop("INITIAL_NO_AUTH_ACTION_COUNT", None)
+
+
 # -- sshd -------------------------------------------------------------------------------
 
 

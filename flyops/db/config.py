@@ -22,6 +22,8 @@ class RepoConfig:
     password: Secret  # RESTIC_PASSWORD
     aws_access_key_id: Secret | None = None
     aws_secret_access_key: Secret | None = None
+    region: str | None = None  # S3: `-o s3.region=` (Tigris: "auto"); None lets restic ask the bucket
+    append_only: bool = False  # a copy whose keys cannot delete: read it without restic's locks
 
     def __post_init__(self) -> None:
         loc = self.location

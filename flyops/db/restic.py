@@ -117,7 +117,8 @@ class Repo:
         return self.config.location
 
     def argv(self, *args: str) -> list[str]:
-        return [self.tools.restic, "--repo", self.config.location, "--no-cache", *args]
+        region = ["-o", f"s3.region={self.config.region}"] if self.config.region else []
+        return [self.tools.restic, "--repo", self.config.location, "--no-cache", *region, *args]
 
     def run(self, *args: str, data: str | None = None, what: str | None = None, check: bool = True) -> RunResult:
         self.check_reachable()

@@ -28,6 +28,13 @@ PG_PORT = 5432
 
 def repo_config(stack: Stack, envfile: EnvFile) -> RepoConfig:
     location = stack.backup_repository()
+    if location == "tigris":  # the bucket `db.init` made with `fly storage create` (flyops/fly/tigris.py)
+        from flyops.fly import tigris
+
+        t = tigris.repository(stack.tigris_bucket(), stack.backup.endpoint, stack.env, envfile)
+        values = envfile.require(["RESTIC_PASSWORD"], why=f"for the backup repository of {stack.env!r} ({t.location})")
+        return RepoConfig(location=t.location, password=values["RESTIC_PASSWORD"], aws_access_key_id=t.access_key,
+                          aws_secret_access_key=t.secret_key, region=t.region)
     keys = ["RESTIC_PASSWORD"] + (["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] if location.startswith("s3:") else [])
     values = envfile.require(keys, why=f"for the backup repository of {stack.env!r} ({location})")
     return RepoConfig(
@@ -36,6 +43,33 @@ def repo_config(stack: Stack, envfile: EnvFile) -> RepoConfig:
         aws_access_key_id=values.get("AWS_ACCESS_KEY_ID"),
         aws_secret_access_key=values.get("AWS_SECRET_ACCESS_KEY"),
     )
+
+
+def copy_configs(stack: Stack, envfile: EnvFile, primary: RepoConfig) -> list[RepoConfig]:
+    """backup.copies as repositories: each copy's password from its `password_key`, an S3
+    copy's keys from `<keys_prefix>AWS_ACCESS_KEY_ID` / `..._SECRET_ACCESS_KEY`; a pair restic
+    cannot copy between in one process (the copy and its source: the primary, or the copy
+    `from_copy` names) is BadInput now (flyops.db.copies.check_pair)."""
+    from flyops.db.copies import check_pair
+
+    out = []
+    for i, (copy, location) in enumerate(zip(stack.backup.copies, stack.copy_locations(), strict=True)):
+        keys = [copy.password_key]
+        if location.startswith("s3:"):
+            keys += [copy.keys_prefix + "AWS_ACCESS_KEY_ID", copy.keys_prefix + "AWS_SECRET_ACCESS_KEY"]
+        values = envfile.require(keys, why=f"for backup.copies[{i}] of {stack.env!r} ({location})")
+        cfg = RepoConfig(location=location, password=values[copy.password_key],
+                         aws_access_key_id=values.get(copy.keys_prefix + "AWS_ACCESS_KEY_ID"),
+                         aws_secret_access_key=values.get(copy.keys_prefix + "AWS_SECRET_ACCESS_KEY"),
+                         append_only=copy.append_only)
+        check_pair(out[copy.from_copy] if copy.from_copy is not None else primary, cfg)
+        out.append(cfg)
+    return out
+
+
+def copy_sources(stack: Stack) -> list[int | None]:
+    """For each copy, the index of the copy it is copied from (None: the primary)."""
+    return [c.from_copy for c in stack.backup.copies]
 
 
 def retention(stack: Stack) -> Retention:
@@ -91,6 +125,11 @@ def scheduled_backup_secrets(stack: Stack, envfile: EnvFile) -> tuple[dict[str, 
     cannot reach it) or a needed key is missing."""
     from flyops.db.schedule import runner_secret_keys
 
+    if stack.backup.repository == "tigris" or stack.backup.copies:
+        # the machine's entrypoint writes only the keys schedule.RUNNER_SECRET_KEYS names into its
+        # env file (no TIGRIS_* keys), and folder copies would land on its throw-away disk
+        raise BadInput(f"schedule.fly does not run backups into a Tigris bucket or with backup.copies yet ({stack.env})",
+                       fix="run the scheduled backups from a host you keep (schedule.show: cron / systemd lines)")
     if not stack.backup_repository().startswith("s3:"):
         raise BadInput(
             f"backup.repository of {stack.env} is a local folder ({stack.backup_repository()}); "

@@ -242,7 +242,8 @@ def check_restored(result: VerifyResult, db_url: Secret, manifest: dict, smoke_q
 def verify(level: str, *, env: str, repo_config: RepoConfig, backup: str | dict = "latest",
            max_age: float | None = None, smoke_queries: Sequence[str] = (), read_data_subset: str | None = None,
            jobs: int = 2, server_url: Secret | None = None, host: Host | None = None,
-           tools: Tools = DEFAULT_TOOLS, record: bool = True, now: datetime | None = None) -> VerifyResult:
+           tools: Tools = DEFAULT_TOOLS, record: bool = True, now: datetime | None = None,
+           copies: Sequence[RepoConfig] = ()) -> VerifyResult:
     """`db.verify`: check one backup at `level`; returns a VerifyResult (call `raise_if_failed()`).
 
     fresh      the newest complete backup is younger than `max_age` seconds
@@ -251,6 +252,9 @@ def verify(level: str, *, env: str, repo_config: RepoConfig, backup: str | dict 
     restore    integrity, then restore into scratch (a new database on `server_url`, or a
                ScratchCluster started and removed here), compare exactly with the manifest, smoke SQL.
                (No separate decode: the restore reads every entry.)
+
+    Every level but `fresh` also checks the backup in each of `copies` (backup.copies:
+    `flyops.db.copies.verify_copy`), one check per copy named by its location.
 
     `fresh` is included in the others when `backup` is "latest" and `max_age` is given.
     `backup` may be an id, "latest", or a manifest dict as `db.backup` returns it.
@@ -285,13 +289,21 @@ def verify(level: str, *, env: str, repo_config: RepoConfig, backup: str | dict 
     _problems_check(result, "integrity", block,
                     "restic check passed; dump SHA-256 matches the manifest"
                     + (f" (read-data-subset {read_data_subset})" if read_data_subset else ""))
+    integrity_ok = result.checks[-1].ok
 
     if level == "decode":
         with _timed(result, "decode"):
             block = decode(repo, manifest)
         _problems_check(result, "decode", block, "pg_restore read the whole dump")
-    elif level == "restore":
-        if not result.checks[-1].ok:
+    for copy in copies:  # the same backup, in every repository off the platform
+        pass
+
+        with _timed(result, "copies"):
+            block = verify_copy(manifest, copy, env, host, tools=tools, read_data_subset=read_data_subset)
+        _problems_check(result, f"copy {copy.location}", block,
+                        "dump and manifest there; restic check passed; dump SHA-256 matches the manifest")
+    if level == "restore":
+        if not integrity_ok:
             result.add("restore", False, "not attempted: the stored dump failed its integrity check")
         else:
             _verify_by_restore(result, repo_config, manifest, env, smoke_queries, jobs, server_url, host, tools)
@@ -354,3 +366,36 @@ def _finish(result: VerifyResult, repo_config: RepoConfig, host: Host, tools: To
         result.recorded = record_verification(repo_config, result.env, result.backup_id, result.to_dict(),
                                               host=host, tools=tools)
     return result
+
+
+def verify_copy(primary_manifest: dict, copy: RepoConfig, env: str, host: Host, *, tools: Tools = DEFAULT_TOOLS,
+                read_data_subset: str | None = None) -> dict:
+    """The backup in one copy: its dump and manifest snapshots are there, the copy's manifest
+    is the primary's (same SHA-256), `restic check` (with `read_data_subset`) passes, and the
+    dump `restic dump` streams from the copy has the manifest's SHA-256."""
+    repo = Repo(copy, host, tools)
+    bid = primary_manifest["id"]
+    problems: list[str] = []
+    try:
+        dump_snap, man_snap = find_backup(repo, env, bid)
+        theirs = repo.read_json(man_snap["id"], MANIFEST_FILE)
+    except OpsError as e:
+        return {"ok": False, "location": copy.location, "problems": [f"backup {bid} not there: {e.message}"]}
+    except ValueError as e:
+        return {"ok": False, "location": copy.location, "problems": [f"manifest of {bid} unreadable: {e}"]}
+    if theirs.get("sha256") != primary_manifest["sha256"]:
+        problems.append("its manifest differs from the primary's")
+    args = ["check"] + ([f"--read-data-subset={read_data_subset}"] if read_data_subset else [])
+    # append-only: every restic run there leaves its lock file (it may not delete it), and
+    # `check` wants an exclusive lock, so it would always fail as "locked" (exit 11, tested in
+    # tests/tasks/test_append_only.py); nothing can prune there meanwhile with these keys
+    r = repo.run(*args, *(["--no-lock"] if copy.append_only else []), check=False)
+    if not r.ok:
+        problems.append(explain_failure(r, "check", copy.location).message)
+    r = host.run_script(integrity_script(repo, dump_snap["id"], dump_path(primary_manifest)), copy.secrets())
+    out = parse_kv(r.stdout)
+    if out.get("rc_fetch") != "0":
+        problems.append(f"restic dump failed (exit {out.get('rc_fetch')}): {r.stderr.strip()[-300:]}")
+    elif out.get("sha256") != primary_manifest["sha256"]:
+        problems.append(f"SHA-256 of the copied dump {out.get('sha256')} differs from the manifest's")
+    return {"ok": not problems, "location": copy.location, "problems": problems}

@@ -6,6 +6,7 @@ refused (with the chmod that fixes it). Missing keys are reported all at once.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import stat
 from collections.abc import Iterable
@@ -98,3 +99,46 @@ def parse_env_text(text: str, *, source: str = "<env>") -> dict[str, Secret]:
             raise BadInput(f"{source}: line for {key!r} has no '=' (write {key}=value)")
         out[key] = Secret(value)
     return out
+
+
+def store_values(path: Path, values: dict[str, Secret]) -> None:
+    """Set several KEY=value lines in a dotenv file at once, atomically (a temp file in the same
+    folder, then a rename): a line of one of these keys is replaced, every other line is kept
+    as it was, and the file keeps its mode (0600 when it is new). Values are written bare, so
+    only characters dotenv reads back unchanged are accepted; anything else is refused by key
+    name (the value itself is never shown)."""
+    import os
+    import re
+    import tempfile
+
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True) if path.exists() else []
+    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o600
+    for key, value in values.items():
+        if not re.fullmatch(r"[A-Za-z0-9._~+/=:@-]+", value.reveal()):
+            raise BadInput(f"the value for {key} has characters this tool does not write to an env file",
+                           fix=f"add {key}=... to {path} by hand")
+    out: list[str] = []
+    done: set[str] = set()
+    for line in lines:
+        m = re.match(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=", line)
+        if m and m.group(1) in values:
+            key = m.group(1)
+            if key not in done:
+                out.append(f"{key}={values[key].reveal()}\n")
+                done.add(key)
+            continue
+        out.append(line)
+    if out and not out[-1].endswith("\n"):
+        out[-1] += "\n"
+    out += [f"{k}={v.reveal()}\n" for k, v in values.items() if k not in done]
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("".join(out))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -240,8 +240,39 @@ class Database(_Model):
     volume_size_gb: int = Field(default=10, ge=1, le=500)
 
 
-class Backup(_Model):
+class BackupCopy(_Model):
+    """A repository off the platform that every backup is copied to (`restic copy`): a folder on
+    the host that runs the backup, or `s3:https://host/bucket/prefix` (see flyops/db/copies.py
+    for which pairs restic can take in one process)."""
+
     repository: str
+    password_key: str = Field(default="RESTIC_PASSWORD", pattern=r"^[A-Z][A-Z0-9_]*$")
+    keys_prefix: str = Field(default="", pattern=r"^([A-Z][A-Z0-9_]*_)?$")  # S3 keys: <prefix>AWS_ACCESS_KEY_ID ...
+    #: the copy's keys cannot delete (an S3 policy without s3:DeleteObject): restic cannot remove
+    #: its lock files there, so its checks run with --no-lock (flyops/db/copies.py, README)
+    append_only: bool = False
+    #: copy from an earlier copy (its index) instead of the primary: the second hop that takes a
+    #: Tigris backup to an S3 copy with keys of its own, through a folder copy (flyops/db/copies.py)
+    from_copy: int | None = Field(default=None, ge=0)
+
+    @field_validator("repository")
+    @classmethod
+    def _repo(cls, v: str) -> str:
+        if v == "tigris" or (re.match(r"^[a-z0-9]+:", v) and not v.startswith("s3:")):
+            raise ValueError("a copy is a folder path or s3:https://host/bucket/prefix, off the platform")
+        if v.startswith("s3:") and not re.match(r"^s3:https?://[^/]+/[^/]+", v):
+            raise ValueError("an S3 repository looks like s3:https://host/bucket[/prefix]")
+        return v
+
+
+class Backup(_Model):
+    #: a folder, "s3:https://host/bucket/prefix", or "tigris": a Tigris bucket made with
+    #: `fly storage create` (flyops/fly/tigris.py), its keys kept in env/<env>.env
+    repository: str
+    bucket: str = "{project}-{env}-backups"  # repository = "tigris": the bucket's name
+    endpoint: str = Field(default="https://fly.storage.tigris.dev",  # repository = "tigris": its S3 endpoint
+                          pattern=r"^https?://[A-Za-z0-9.\-\[\]:]+/?$")
+    copies: list[BackupCopy] = []
     if_older_than: str = "20h"
     max_age: str = "26h"
     retention: Retention = Retention()
@@ -255,6 +286,25 @@ class Backup(_Model):
     safe_point_max_mb: int = Field(default=2048, ge=1, le=1_000_000)
 
     _d = field_validator("if_older_than", "max_age", "rto", "rpo")(lambda cls, v: _check_duration(v))
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, v: str) -> str:
+        try:
+            name = v.format(project="p", env="e")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError("may use only {project} and {env}") from exc
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", name):
+            raise ValueError("a bucket name is 3-63 lower-case letters, digits and '-' (S3's rule)")
+        return v
+
+    @model_validator(mode="after")
+    def _copy_sources(self) -> Backup:
+        for i, c in enumerate(self.copies):
+            if c.from_copy is not None and c.from_copy >= i:
+                raise ValueError(f"copies[{i}].from_copy = {c.from_copy}: name an earlier copy (0..{i - 1})"
+                                 if i else "copies[0].from_copy: the first copy can only copy from the primary")
+        return self
 
     @field_validator("repository")
     @classmethod
@@ -448,10 +498,23 @@ class Stack:
     def backup_repository(self) -> str:
         """The repository location with {env} filled in; folders made absolute from the root."""
         loc = self.backup.repository.format(env=self.env)
-        if loc.startswith("s3:"):
+        if loc.startswith("s3:") or loc == "tigris":  # tigris: settings.repo_config knows where
             return loc
         p = Path(loc)
         return str(p if p.is_absolute() else (self.root / p))
+
+    def tigris_bucket(self) -> str:
+        """The Tigris bucket's name (backup.bucket with {project} and {env} filled in)."""
+        return self.backup.bucket.format(project=self.project.name, env=self.env)
+
+    def copy_locations(self) -> list[str]:
+        """backup.copies' repositories with {env} filled in; folders made absolute from the root."""
+        out = []
+        for c in self.backup.copies:
+            loc = c.repository.format(env=self.env)
+            p = Path(loc)
+            out.append(loc if loc.startswith("s3:") else str(p if p.is_absolute() else (self.root / p)))
+        return out
 
 
 # ---------------------------------------------------------------------------------------

@@ -17,24 +17,53 @@ from flyops.units import format_bytes, format_duration
 
 @task(help={"env": "environment whose backup repository is created"})
 def init(ctx, env, json=False, on=None, ssh_key=None):
-    """Create the environment's restic repository (once, before the first backup; a backup never creates one)."""
+    """Create the environment's restic repository and its copies (a Tigris bucket first for "tigris"); a backup never does.
+
+    backup.repository = "tigris": `fly storage create` (org token) when the bucket is not there;
+    the keys flyctl prints once go straight into env/<env>.env, never to the screen."""
+    from flyops.db import copies as copies_core
     from flyops.db import settings as from_stack
     from flyops.db.restic import Repo
 
     stack = stack_for(env)
-    repo = Repo(from_stack.repo_config(stack, load_env(root(), env, must_exist=True)), host_for(on, ssh_key))
+    envfile = load_env(root(), env, must_exist=True)
+    bucket = None
+    if stack.backup.repository == "tigris":  # the bucket first: `fly storage create`, keys into the env file
+        from flyops.fly import tigris
+
+        copies_core.check_tigris_copies(stack)  # bad input before the bucket is made
+
+        made = tigris.ensure_bucket(runner_for(ctx), envfile, bucket=stack.tigris_bucket(), org=stack.project.org,
+                                    env=stack.env, endpoint=stack.backup.endpoint,
+                                    say=lambda line: console(stderr=True).print(line, markup=False))
+        envfile, bucket = made.envfile, {"name": made.bucket, "created": made.created}
+        if is_dry(ctx) and made.created:
+            show_plan({"dry": True, "task": "db.init", "env": stack.env, "bucket": bucket,
+                       "steps": [f"fly storage create --name {made.bucket} --org {stack.project.org} --yes "
+                                 f"(keys into {envfile.path}, not shown)", "restic init in the new bucket"]}, json)
+            return
+    config = from_stack.repo_config(stack, envfile)
+    copy_configs = from_stack.copy_configs(stack, envfile, config)
+    host = host_for(on, ssh_key)
+    repo = Repo(config, host)
     if is_dry(ctx):
         exists = repo.exists()
-        show_plan({"dry": True, "task": "db.init", "env": stack.env, "repository": repo.location,
-                   "steps": [f"repository {repo.location}: {'exists, nothing to do' if exists else 'restic init'}"]},
-                  json)
+        steps = [f"repository {repo.location}: {'exists, nothing to do' if exists else 'restic init'}"]
+        steps += [f"copy {c.location}: {'exists, nothing to do' if Repo(c, host).exists() else 'restic init --from-repo'}"
+                  for c in copy_configs]
+        show_plan({"dry": True, "task": "db.init", "env": stack.env, "repository": repo.location, "steps": steps}, json)
         return
     created = repo.init()
+    copies_made = copies_core.init_copies(config, copy_configs, host, sources=from_stack.copy_sources(stack))
     if json:
-        print_json({"env": stack.env, "repository": repo.location, "created": created})
+        print_json({"env": stack.env, "repository": repo.location, "created": created, "bucket": bucket,
+                    "copies": [{"location": c.location, "created": c.location in copies_made} for c in copy_configs]})
         return
     console().print(f"{'created' if created else 'already there:'} restic repository {repo.location} for {stack.env}",
                     markup=False)
+    for c in copy_configs:
+        console().print(f"  copy {c.location}: {'created' if c.location in copies_made else 'already there'}",
+                        markup=False)
 
 
 @task(
@@ -64,6 +93,7 @@ def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, o
     window = seconds("--if-older-than", if_older_than) if if_older_than else None
     envfile = load_env(root(), env, must_exist=True)
     repo = from_stack.repo_config(stack, envfile)
+    copy_cfgs = from_stack.copy_configs(stack, envfile, repo)  # bad input before anything runs
     host = host_for(on, ssh_key)
     if is_dry(ctx):
         from flyops.db.plans import backup_plan
@@ -72,6 +102,8 @@ def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, o
                            host=host, init=init, kind=kind)
         if window is not None and plan["steps"] and not plan["would_fail"] and catalog.should_skip(repo, stack.env, window, host=host):
             plan["steps"] = [plan["steps"][0], f"would skip: the newest backup is younger than {if_older_than}"]
+        elif plan["steps"] and not plan["would_fail"]:
+            plan["steps"] += [f"restic copy of the environment's backups to {c.location} (backup.copies)" for c in copy_cfgs]
         show_plan(plan, json)
         return
     runner = runner_for(ctx) if stack.database.source == "fly" and not direct else None
@@ -93,16 +125,26 @@ def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, o
             from_stack.backup_source(stack, url), repo, host=host, kind=kind, reason=reason,
             notify=from_stack.notify(envfile), init=init, role_passwords=role_passwords,
         )
+    copied = []
+    if stack.backup.copies:  # after the backup is complete in the primary: restic copy to each copy
+        from flyops.db import copies as copies_core
+
+        copied = copies_core.copy_backup(repo, copy_cfgs, stack.env, manifest["id"], host,
+                                         sources=from_stack.copy_sources(stack))
     if json:
-        print_json(_summary(manifest))
-        return
-    out = console()
-    out.print(f"backup {manifest['id']} of {stack.env} complete")
-    out.print(
-        f"  {format_bytes(manifest['bytes'])} dump, {format_bytes(manifest.get('added_bytes') or 0)} added to "
-        f"{repo.location}; {sum(manifest['tables'].values())} rows in {len(manifest['tables'])} tables "
-        f"(counted in the dump's snapshot); sha256 {manifest['sha256'][:16]}…"
-    )
+        print_json({**_summary(manifest), **({"copies": [c.to_dict() for c in copied]} if copied else {})})
+    else:
+        out = console()
+        out.print(f"backup {manifest['id']} of {stack.env} complete")
+        out.print(
+            f"  {format_bytes(manifest['bytes'])} dump, {format_bytes(manifest.get('added_bytes') or 0)} added to "
+            f"{repo.location}; {sum(manifest['tables'].values())} rows in {len(manifest['tables'])} tables "
+            f"(counted in the dump's snapshot); sha256 {manifest['sha256'][:16]}…"
+        )
+        for c in copied:
+            out.print(f"  copy {c.location}: {'ok' if c.ok else 'FAILED'}: {c.detail}", markup=False)
+    if copied:
+        copies_core.raise_if_failed(copied, manifest["id"], stack.env)
 
 
 def _summary(m: dict) -> dict:
@@ -273,9 +315,10 @@ def verify(ctx, env, backup="latest", level="restore", max_age=None, json=False)
     from flyops.db.verify import verify as verify_core
 
     stack = stack_for(env)
-    repo = from_stack.repo_config(stack, load_env(root(), env, must_exist=True))
+    envfile = load_env(root(), env, must_exist=True)
+    repo = from_stack.repo_config(stack, envfile)
     result = verify_core(
-        level, env=stack.env, repo_config=repo, backup=backup,
+        level, env=stack.env, repo_config=repo, backup=backup, copies=from_stack.copy_configs(stack, envfile, repo),
         max_age=seconds("--max-age", max_age, stack.backup.max_age if level == "fresh" else None),
         smoke_queries=stack.backup.smoke_queries, jobs=stack.backup.jobs,
     )

@@ -220,3 +220,42 @@ def test_the_safe_point_and_rollback_with_data_hold_no_secret(leaky):
     trail = json.dumps(state["apps"].get("my-app-ops-staging", {}).get("machines", []))
     assert "safe_point" in trail and MARK not in trail
     assert not leaks, "\n".join(leaks)
+
+
+def test_tigris_keys_never_reach_output_logs_or_files(ops, pg, make_db, s3):
+    """`fly storage create` prints the bucket's keys once (the stand-in's as flyctl's
+    setSecretsFromExtension): with -d, db.init, db.backup (with a copy), db.list, db.verify,
+    db.restore and db.prune must show none of them, nor the canaries; only env/local.env holds them."""
+    import secrets as _secrets
+
+    from tests.helpers import edit
+
+    db = make_db("leaktg")
+    url = pg.url(db).reveal()
+    seed_sample(url)
+    bucket = f"leak-{_secrets.token_hex(4)}"
+    edit(ops.root / "fly" / "local.toml", 'repository = "var/backups/local"',
+         f'repository = "tigris"\nbucket = "{bucket}"\nendpoint = "{s3.endpoint}"\n'
+         'copies = [{ repository = "offsite/{env}", password_key = "COPY_RESTIC_PASSWORD" }]')
+    write_env(ops.root, "local", {"DATABASE_URL": url, "RESTIC_PASSWORD": LOCAL_RESTIC,
+                                  "COPY_RESTIC_PASSWORD": canary("copy")})
+    extra = {"FLY_API_TOKEN": TOKEN, "FAKEFLY_TIGRIS_ENDPOINT": s3.endpoint}
+    outputs = []
+    for argv in (("db.init", "--env", "local"), ("db.backup", "--env", "local", "--json"),
+                 ("db.backup", "--env", "local"), ("db.list", "--env", "local"),
+                 ("db.verify", "--env", "local", "--level", "integrity"), ("db.restore", "--env", "local", "--json"),
+                 ("db.prune", "--env", "local"), ("--dry", "db.init", "--env", "local")):
+        r = ops.inv("-d", *argv, **extra)
+        assert r.returncode == 0, f"inv -d {' '.join(argv)}: exit {r.returncode}\n{r.stderr[-3000:]}"
+        assert "invoke.program" in r.stderr
+        outputs += [r.stdout, r.stderr]
+    text = (ops.root / "env" / "local.env").read_text()
+    keys = re.findall(r"^TIGRIS_AWS_(?:ACCESS_KEY_ID|SECRET_ACCESS_KEY)=(.+)$", text, re.M)
+    assert len(keys) == 2, "db.init saved no keys: the path that prints them was not exercised"
+    values = keys + [LOCAL_RESTIC, canary("copy"), TOKEN]
+    leaks = [f"output: {hit}" for out in outputs for hit in found_in(out.encode(), values)]
+    files = [p for p in (ops.home / "argv.log", ops.home / "events.jsonl") if p.exists()]
+    files += [p for p in ops.root.rglob("*") if p.is_file() and p.parent.name != "env"]
+    leaks += [f"{p}: {hit}" for p in files for hit in found_in(p.read_bytes(), values)]
+    assert not leaks, "\n".join(leaks)
+    assert any("storage" in e["argv"] and "create" in e["argv"] for e in map(json.loads, (ops.home / "argv.log").read_text().splitlines()))

@@ -369,7 +369,7 @@ MUTATING = {
     ("secrets", "set"), ("secrets", "unset"), ("secrets", "import"), ("secrets", "deploy"),
     ("secrets", "sync"), ("postgres", "create"), ("postgres", "attach"),
     ("machine", "run"), ("machine", "create"), ("machine", "destroy"), ("machine", "stop"),
-    ("machine", "start"),
+    ("machine", "start"), ("storage", "create"), ("storage", "destroy"),
 }
 NO_AUTH = {(), ("version",)}
 

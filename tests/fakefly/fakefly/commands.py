@@ -1824,3 +1824,8 @@ def tokens_create_org(home, opts, args):
     from .tokens import cmd_tokens_create
 
     return cmd_tokens_create(home, opts, args, "org")
+
+
+# ------------------------------------------------------------------ storage (fakefly/storage.py)
+
+from . import storage  # noqa: E402,F401  registers `storage create|list|destroy`
