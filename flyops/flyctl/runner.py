@@ -65,8 +65,9 @@ TOKEN_FIX = ("use an org token: export FLY_API_TOKEN=$(fly tokens create org -o 
 WRITERS_LOCK = "flyops.writers.lock"
 _WRITERS = threading.Lock()  # one process, any number of runners
 PROXY_READY = re.compile(r"^Proxying localhost:(\d+) to remote \[([^\]]*)\]:(\d+)")
-# flyctl prints these texts instead of JSON when a list is empty (flyctl.md §9, §18)
-EMPTY_LIST_TEXTS = ("No postgres clusters found", "No managed postgres clusters found")
+# flyctl prints these texts instead of JSON when a list is empty (flyctl.md §9, §18;
+# mpg backup list: internal/command/mpg/v2/run_backup.go RunBackupList)
+EMPTY_LIST_TEXTS = ("No postgres clusters found", "No managed postgres clusters found", "No backups found for cluster")
 
 
 class FlyctlError(OpsError):

@@ -1824,3 +1824,6 @@ def tokens_create_org(home, opts, args):
     from .tokens import cmd_tokens_create
 
     return cmd_tokens_create(home, opts, args, "org")
+
+
+from . import mpg as _mpg  # noqa: E402,F401  (registers `mpg *`: fakefly/mpg.py)
