@@ -9,7 +9,7 @@ from flyops.deploy import DeployResult, deploy_environment
 from flyops.errors import OpsError
 from flyops.present import console, print_json, table
 from flyops.rollback import rollback_environment
-from flyops.status import COLUMNS, read_status, rows
+from flyops.status import COLUMNS, database_line, read_status, rows
 from flyops.tasks.base import runner_for, say, stack_for, task
 
 OUTCOME_STYLE = {"deployed": "green", "failed": "red", "not started": "yellow", "checked": "dim", "skipped": "dim"}
@@ -86,6 +86,8 @@ def status_task(ctx, env, json=False, verbose=False):
         return
     out = console()
     out.print(table(f"status of {stack.env}", COLUMNS, rows(st), styles={2: {"missing": "red", "deployed": "green"}}))
+    if database_line(st):
+        out.print(database_line(st), markup=False)
     out.print(f"lock: {st.lock.describe()}" if st.lock else "lock: free")
 
 
