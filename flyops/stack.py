@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomlkit
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 from tomlkit.exceptions import KeyAlreadyPresent, ParseError
 
 from flyops.errors import BadInput
@@ -291,6 +291,15 @@ class Database(_Model):
             raise ValueError(f'[database.mpg] is set but source = "{self.source}": set source = "mpg", '
                              "or remove [database.mpg]")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        """`mpg` only when set, so a stack without it dumps (and digests: flyops/render.py
+        stack_digest, in every rendered file) exactly as before the key existed."""
+        data = handler(self)
+        if data.get("mpg") is None:
+            data.pop("mpg", None)
+        return data
 
     @property
     def managed(self) -> Mpg:

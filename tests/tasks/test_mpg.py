@@ -188,3 +188,42 @@ def test_backup_without_a_cluster_says_how_to_make_one(ops):
     r = ops.inv("db.backup", "--env", "staging", "--init", FLY_API_TOKEN=TOKEN)
     assert r.returncode == 1 and "no Managed Postgres cluster named 'my-app-staging-db'" in r.stderr
     assert "inv up --env" in r.stderr
+
+
+def test_debug_output_never_shows_the_cluster_password(ops, pg, make_db):
+    """`inv -d` logs every library at DEBUG: the connection strings `mpg create` and `mpg
+    attach` print and the credentials `mpg status --json` returns stay masked."""
+    use_mpg(ops)
+    outputs = []
+    r = ops.inv("-d", "up", "--env", "staging", "--yes", "--no-deploy", FLY_API_TOKEN=TOKEN)
+    assert r.returncode == 0, r.stderr
+    outputs.append(r.stdout + r.stderr)
+    c = fakempg.cluster_named(ops.home, CLUSTER)
+    for args in (("plan", "--env", "staging"), ("status", "--env", "staging", "--json")):
+        outputs.append((x := ops.inv("-d", *args, FLY_API_TOKEN=TOKEN)).stdout + x.stderr)
+    db = make_db("fly_db")
+    seed_sample(pg.url(db).reveal())
+    fakempg.set_credentials(ops.home, c["id"], user="postgres", password=pg.password.reveal(), dbname=db)
+    (ops.home / "services.json").write_text(json.dumps({f"{c['direct']}:5432": f"127.0.0.1:{pg.port}"}))
+    write_env(ops.root, "staging", {**STAGING_VALUES, "RESTIC_PASSWORD": "restic-pw-mpg-7"})
+    b = ops.inv("-d", "db.backup", "--env", "staging", "--init", FLY_API_TOKEN=TOKEN)
+    assert b.returncode == 0, b.stderr
+    outputs.append(b.stdout + b.stderr)
+    assert "DEBUG" in outputs[0] or "debug" in outputs[0].lower()
+    for text in outputs:
+        assert c["credentials"]["password"] not in text
+        assert pg.password.reveal() not in text and "restic-pw-mpg-7" not in text
+
+
+def test_config_show_has_the_mpg_settings_and_other_stacks_dump_as_before(ops):
+    from flyops.render import stack_digest
+    from flyops.stack import load_stack
+
+    before = stack_digest(load_stack(ops.root, "staging"))
+    assert "mpg" not in load_stack(ops.root, "staging").model.model_dump()["database"]
+    use_mpg(ops)
+    shown = json.loads(ops.inv("config.show", "--env", "staging", "--json").stdout)
+    assert shown["database"]["source"] == "mpg"
+    assert shown["database"]["mpg"] == {"plan": "starter", "region": None, "volume_size_gb": 20,
+                                        "pg_major_version": 16, "postgis": False}
+    assert stack_digest(load_stack(ops.root, "staging")) != before
