@@ -174,7 +174,17 @@ def require_cluster(runner: FlyRunner, org: str, name: str) -> dict[str, Any]:
 def create_cluster(runner: FlyRunner, call: Call, *, org: str, name: str) -> str:
     """Run `mpg create` (which waits for `ready` itself) and return the new cluster's id.
     Its output carries the connection string: masked here, never shown."""
-    out = runner.run(call)
+    try:
+        out = runner.run(call)
+    except FlyctlError:
+        # flyctl fails after the API made the cluster (`cluster creation failed` on status
+        # error, or its status poll failing): it exists, so this run changed something
+        with contextlib.suppress(OpsError):
+            left = find_cluster(runner, org, name)
+            if left is not None:
+                runner.note_change(f"{runner.shown(call)}  (failed, but cluster {left['id']} exists: "
+                                   f"{left.get('status')})")
+        raise
     if out.dry:
         return ""
     mask_output(runner, out.stdout)
@@ -281,6 +291,14 @@ class MpgBackups:
                  interval: float = 2.0):
         self.runner, self.cluster_id, self.org = runner, cluster_id, org
         self.ready_timeout, self.interval = ready_timeout, interval
+
+    @classmethod
+    def for_stack(cls, stack: Any, runner: FlyRunner, **kw: Any) -> MpgBackups:
+        """The environment's cluster (database.source = "mpg"), found by its name."""
+        from flyops.stack import COMPONENT_DB
+
+        cluster = require_cluster(runner, stack.project.org, stack.app_name(COMPONENT_DB))
+        return cls(runner, cluster["id"], org=stack.project.org, **kw)
 
     def backups(self) -> list[dict[str, Any]]:
         return self.runner.json(backup_list(self.cluster_id)) or []

@@ -278,6 +278,12 @@ class FlyRunner:
             return [self.redacted(r.args) for r in self.records if r.mutating and not r.dry and r.rc == 0
                     and not r.bookkeeping] + list(self.written)
 
+    def note_change(self, what: str) -> None:
+        """A change a *failed* call made all the same (e.g. `fly mpg create` exits 1 on a cluster
+        that ended in `error`, and the cluster exists): counted in `changes()`."""
+        with self._lock:
+            self.written.append(redact(what, self.masks))
+
     def redacted(self, args: tuple[str, ...]) -> str:
         return redact(shlex.join(["fly", *args]), self.masks)
 

@@ -227,3 +227,30 @@ def test_config_show_has_the_mpg_settings_and_other_stacks_dump_as_before(ops):
     assert shown["database"]["mpg"] == {"plan": "starter", "region": None, "volume_size_gb": 20,
                                         "pg_major_version": 16, "postgis": False}
     assert stack_digest(load_stack(ops.root, "staging")) != before
+
+
+def test_a_failed_attach_is_finished_by_the_next_run(ops):
+    use_mpg(ops)
+    r = up(ops, FAKEFLY_FAIL_MATCH="^mpg attach .*my-app-staging-worker")
+    assert r.returncode == 8 and "changed before it stopped" in r.stderr, r.stderr
+    assert "fly mpg create" in r.stderr  # the change list names what exists now
+    st = fakestate.load(ops.home)
+    assert "DATABASE_URL" in st["apps"]["my-app-staging-web"]["secrets"]
+    assert "DATABASE_URL" not in st["apps"]["my-app-staging-worker"]["secrets"]
+    again = up(ops)
+    assert again.returncode == 0, again.stderr
+    assert sum(m[:2] == ["mpg", "create"] for m in ops.mutations()) == 1
+    assert [m[m.index("--app") + 1] for m in ops.mutations() if m[:2] == ["mpg", "attach"]] == [
+        "my-app-staging-web", "my-app-staging-worker", "my-app-staging-worker"]  # the failed one, then the retry
+    assert "DATABASE_URL" in fakestate.load(ops.home)["apps"]["my-app-staging-worker"]["secrets"]
+
+
+def test_a_cluster_that_failed_to_provision_stops_up_with_the_fix(ops):
+    use_mpg(ops)
+    r = up(ops, FAKEFLY_MPG_FAIL=CLUSTER)
+    assert r.returncode == 8 and "cluster creation failed" in r.stderr, r.stderr
+    c = fakempg.cluster_named(ops.home, CLUSTER)
+    again = up(ops)
+    assert again.returncode == 1 and f"cluster {c['id']} is in state error" in again.stderr
+    assert f"fly mpg destroy {c['id']} --yes" in again.stderr
+    assert sum(m[:2] == ["mpg", "create"] for m in ops.mutations()) == 1  # never a second cluster
