@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from fakefly import mpg as fakempg
 from fakefly import state as S
 from fakefly.testing import FakeFly

@@ -112,8 +112,8 @@ def test_mpg_backups_is_a_platform_backups(home, cluster):
 
 
 def test_window_restore_connect_destroy(home, cluster, tmp_path, pg):
-    full = fakempg.seed_backup(home, cluster, kind="full", start=T0 - timedelta(days=2),
-                               stop=T0 - timedelta(days=2) + timedelta(minutes=4))
+    fakempg.seed_backup(home, cluster, kind="full", start=T0 - timedelta(days=2),
+                        stop=T0 - timedelta(days=2) + timedelta(minutes=4))
     fakempg.seed_backup(home, cluster, kind="incr", start=T0, stop=T0 + timedelta(minutes=1))
     script, log = hook(tmp_path)
     r = runner(home, FAKEFLY_PITR_HOOK=script)
