@@ -11,11 +11,14 @@ each phase's independent calls concurrently:
    for good: `--detach` skips that watch and `wait_for_cluster` does our own afterwards. If
    the password was still not printed (a machine that never started), or an earlier run
    lost it, it is read back from the cluster: OPERATOR_PASSWORD is an app secret of the
-   cluster, in its machines' environment (`fly ssh console -C "printenv OPERATOR_PASSWORD"`);
+   cluster, in its machines' environment (`fly ssh console -C "printenv OPERATOR_PASSWORD"`).
+   With database.source = "mpg" instead: the Managed Postgres cluster found by name in `fly
+   mpg list`, else `fly mpg create` (flyops/fly/mpg.py), waited for until `ready`; nothing is
+   saved (its credentials are read from `fly mpg status --json` when needed);
 2. the store and app apps (`fly apps create --org`);
 3. store volumes (flyops.volumes: one per store per region, extend never shrink);
-4. `fly postgres attach` to every app that uses the database and has no DATABASE_URL yet,
-   one app at a time (attach is check-then-act on the shared database);
+4. `fly postgres attach` (or `fly mpg attach`) to every app that uses the database and has
+   no DATABASE_URL yet, one app at a time (attach is check-then-act on the shared database);
 5. secrets (flyops.secrets_sync: staged imports on stdin, recorded in the secrets lock),
    one restart per already-deployed app whose secrets changed.
 
@@ -99,11 +102,12 @@ def plan_up(stack: Stack, live: Live, secrets: SecretsPlan, *, have_password: bo
     missing = [c.name for c in comps if c.app not in live.apps]
     vols = plan_store_volumes(stack, live.volumes)
     mpg_db = stack.database.source == "mpg"
+    db_name = stack.app_name(COMPONENT_DB)
     cluster = None
     if mpg_db:
         from flyops.fly import mpg
 
-        cluster = mpg.pick(live.mpg, db_name := stack.app_name(COMPONENT_DB), stack.project.org)
+        cluster = mpg.pick(live.mpg, db_name, stack.project.org)
     attach = []
     if fly_db or mpg_db:
         for name, app in stack.apps.items():
