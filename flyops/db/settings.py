@@ -21,9 +21,7 @@ from flyops.fly.flyctl.runner import FlyRunner
 from flyops.procs import free_port
 from flyops.secret import Secret
 from flyops.stack.envfile import EnvFile, load_env
-from flyops.stack.model import COMPONENT_DB, Stack, environments, load_stack
-
-PG_PORT = 5432
+from flyops.stack.model import COMPONENT_DB, PG_PORT, Stack, environments, load_stack
 
 
 def repo_config(stack: Stack, envfile: EnvFile) -> RepoConfig:
@@ -89,7 +87,9 @@ def database_url(stack: Stack, envfile: EnvFile, runner: FlyRunner | None, *, di
 
     source = "url": DATABASE_URL from the env file.
     source = "fly": `fly proxy <free port>:5432 -a <db app>` until the block ends, then
-    postgresql://postgres:<POSTGRES_PASSWORD>@127.0.0.1:<port>/<database.name>. With
+    postgresql://postgres:<POSTGRES_PASSWORD>@127.0.0.1:<port>/<database.name>.
+    source = "mpg": `fly mpg proxy <cluster id>` the same way, with the cluster's own admin
+    credentials and database (`fly mpg status --json`, never written anywhere). With
     `direct` (inside Fly's private network, e.g. the scheduled backup machine) no proxy is
     opened: DATABASE_URL from the env file if it has one, else the cluster's `<db app>.internal`.
     """
@@ -98,6 +98,10 @@ def database_url(stack: Stack, envfile: EnvFile, runner: FlyRunner | None, *, di
         return
     if stack.database.source == "url":
         yield envfile.require(["DATABASE_URL"], why="(database.source = \"url\")")["DATABASE_URL"]
+        return
+    if stack.database.source == "mpg":
+        with mpg_database_url(stack, envfile, runner, direct=direct) as url:
+            yield url
         return
     password = envfile.require(["POSTGRES_PASSWORD"], why="to reach the Fly Postgres cluster")["POSTGRES_PASSWORD"]
     app = stack.app_name(COMPONENT_DB)
@@ -112,6 +116,21 @@ def database_url(stack: Stack, envfile: EnvFile, runner: FlyRunner | None, *, di
         yield Secret(
             f"postgresql://postgres:{quote(password.reveal(), safe='')}@127.0.0.1:{proxy.local_port}/{quote(name, safe='')}"
         )
+
+
+@contextlib.contextmanager
+def mpg_database_url(stack: Stack, envfile: EnvFile, runner: FlyRunner | None, *, direct: bool) -> Iterator[Secret]:
+    """The Managed Postgres cluster named like the stack's database, through `fly mpg proxy`."""
+    from flyops.fly import mpg
+
+    if direct:
+        raise BadInput("a Managed Postgres cluster is reached directly only through DATABASE_URL in the env file",
+                       fix=f"put the cluster's URL in env/{stack.env}.env as DATABASE_URL (fly mpg status ID --json)")
+    if runner is None:
+        raise BadInput("a Managed Postgres database needs flyctl to open `fly mpg proxy`")
+    cluster = mpg.require_cluster(runner, stack.project.org, stack.app_name(COMPONENT_DB))
+    with mpg.connect_cluster(runner, cluster["id"]) as url:
+        yield url
 
 
 def backup_source(stack: Stack, url: Secret) -> BackupSource:
@@ -187,6 +206,6 @@ def restore_target_url(stack: Stack, to: str, runner: FlyRunner | None) -> Itera
         yield Secret(to)
         return
     envfile = load_env(stack.root, stack.env, must_exist=True)
-    with database_url(stack, envfile, runner if stack.database.source == "fly" else None) as url:
+    with database_url(stack, envfile, runner if stack.database.source in ("fly", "mpg") else None) as url:
         yield url
 

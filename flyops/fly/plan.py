@@ -25,7 +25,7 @@ Action = Literal["create", "deploy", "change", "keep", "remove"]
 
 @dataclass(frozen=True)
 class Row:
-    kind: Literal["app", "volume", "secret", "machine"]
+    kind: Literal["app", "volume", "secret", "machine", "database"]
     component: str
     app: str
     target: str  # app name, region, or secret name
@@ -41,6 +41,7 @@ class Live:
     volumes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # app -> fly.Volume JSON
     secrets: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # app -> [{name, digest, status}]
     machines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # app -> `status --json` Machines
+    mpg: list[dict[str, Any]] = field(default_factory=list)  # `mpg list --json`: the org's Managed Postgres clusters
 
 
 def read_live(stack: Stack, runner: FlyRunner) -> Live:
@@ -59,7 +60,14 @@ def read_live(stack: Stack, runner: FlyRunner) -> Live:
             reads[("volumes", comp.app)] = lambda app=comp.app: runner.json(fly.volumes_list(app))
         if live.apps[comp.app].get("Deployed"):
             reads[("machines", comp.app)] = lambda app=comp.app: (runner.json(fly.status(app)) or {}).get("Machines")
+    if stack.database.source == "mpg":
+        from flyops.fly import mpg
+
+        reads[("mpg", "")] = lambda: runner.json(mpg.list_clusters(stack.project.org))
     for (kind, app), value in parallel(reads).items():
+        if kind == "mpg":
+            live.mpg = value or []
+            continue
         getattr(live, kind)[app] = value or []
     return live
 
@@ -150,8 +158,35 @@ def plan_machines(stack: Stack, live: Live) -> list[Row]:
             for r in plan_placement(stack, live.machines, live.volumes)]
 
 
+def plan_mpg(stack: Stack, live: Live) -> list[Row]:
+    """The Managed Postgres cluster named like the database (flyops/fly/mpg.py): create it,
+    wait for it, or keep it. Region, plan and disk are set at creation only (flyctl v0.4.87
+    has no `mpg update`), so a live cluster that differs is noted, not changed."""
+    if stack.database.source != "mpg":
+        return []
+    from flyops.fly import mpg
+
+    name, want = stack.app_name(COMPONENT_DB), stack.database.managed
+    cluster = mpg.pick(live.mpg, name, stack.project.org)
+    if cluster is None:
+        return [Row("database", COMPONENT_DB, name, name, "create",
+                    f"fly mpg create ({want.plan}, {stack.mpg_region()}, {want.volume_size_gb} GB, "
+                    f"Postgres {want.pg_major_version}{', PostGIS' if want.postgis else ''})")]
+    detail = (f"{cluster.get('id')}: {cluster.get('status')}, {cluster.get('plan')}, {cluster.get('region')}, "
+              f"{cluster.get('disk')} GB")
+    differs = [f"{k} {have} (stack: {wanted})" for k, have, wanted in (
+        ("region", cluster.get("region"), stack.mpg_region()), ("plan", cluster.get("plan"), want.plan),
+        ("disk", cluster.get("disk"), want.volume_size_gb)) if str(have).lower() != str(wanted).lower()]
+    if differs:
+        detail += "; differs from the stack, which flyctl cannot change: " + ", ".join(differs)
+    if cluster.get("status") != "ready":
+        return [Row("database", COMPONENT_DB, name, cluster.get("id", name), "change",
+                    detail + "; inv up waits until it is ready")]
+    return [Row("database", COMPONENT_DB, name, cluster.get("id", name), "keep", detail)]
+
+
 def plan(stack: Stack, live: Live) -> list[Row]:
-    return (plan_apps(stack, live) + plan_volumes(stack, live) + plan_machines(stack, live)
+    return (plan_mpg(stack, live) + plan_apps(stack, live) + plan_volumes(stack, live) + plan_machines(stack, live)
             + plan_secret_names(stack, live))
 
 

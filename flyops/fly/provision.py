@@ -11,11 +11,14 @@ each phase's independent calls concurrently:
    for good: `--detach` skips that watch and `wait_for_cluster` does our own afterwards. If
    the password was still not printed (a machine that never started), or an earlier run
    lost it, it is read back from the cluster: OPERATOR_PASSWORD is an app secret of the
-   cluster, in its machines' environment (`fly ssh console -C "printenv OPERATOR_PASSWORD"`);
+   cluster, in its machines' environment (`fly ssh console -C "printenv OPERATOR_PASSWORD"`).
+   With database.source = "mpg" instead: the Managed Postgres cluster found by name in `fly
+   mpg list`, else `fly mpg create` (flyops/fly/mpg.py), waited for until `ready`; nothing is
+   saved (its credentials are read from `fly mpg status --json` when needed);
 2. the store and app apps (`fly apps create --org`);
 3. store volumes (flyops.fly.volumes: one per store per region, extend never shrink);
-4. `fly postgres attach` to every app that uses the database and has no DATABASE_URL yet,
-   one app at a time (attach is check-then-act on the shared database);
+4. `fly postgres attach` (or `fly mpg attach`) to every app that uses the database and has
+   no DATABASE_URL yet, one app at a time (attach is check-then-act on the shared database);
 5. secrets (flyops.fly.secrets: staged imports on stdin, recorded in the secrets lock),
    one restart per already-deployed app whose secrets changed.
 
@@ -38,7 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from flyops.errors import BadInput, OpsError
 from flyops.fly.flyctl import commands as fly
@@ -82,6 +85,7 @@ class UpPlan:
     rows: list[UpRow] = field(default_factory=list)
     recover_password: bool = False  # the cluster exists, env/<env>.env has no POSTGRES_PASSWORD
     placement: list[PlaceRow] = field(default_factory=list)  # machines per component and region
+    mpg: dict[str, Any] | None = None  # source = "mpg": the live cluster (`mpg list --json`), None if missing
 
     def pending(self) -> list[UpRow]:
         return [r for r in self.rows if r.action not in ("keep", "unchanged", "external", "extra")]
@@ -97,8 +101,15 @@ def plan_up(stack: Stack, live: Live, secrets: SecretsPlan, *, have_password: bo
     comps = [c for c in stack.components() if c.kind != "database"]
     missing = [c.name for c in comps if c.app not in live.apps]
     vols = plan_store_volumes(stack, live.volumes)
+    mpg_db = stack.database.source == "mpg"
+    db_name = stack.app_name(COMPONENT_DB)
+    cluster = None
+    if mpg_db:
+        from flyops.fly import mpg
+
+        cluster = mpg.pick(live.mpg, db_name, stack.project.org)
     attach = []
-    if fly_db:
+    if fly_db or mpg_db:
         for name, app in stack.apps.items():
             if "database" not in app.uses:
                 continue
@@ -113,20 +124,25 @@ def plan_up(stack: Stack, live: Live, secrets: SecretsPlan, *, have_password: bo
         if recover:
             rows.append(UpRow("database", COMPONENT_DB, db_app, PG_PASSWORD_KEY, "recover",
                               f"not in env/{stack.env}.env: read {PG_OPERATOR_SECRET} back from the cluster"))
+    if mpg_db:
+        from flyops.fly.plan import plan_mpg
+
+        rows += [UpRow("database", r.component, r.app, r.target, r.action, r.detail) for r in plan_mpg(stack, live)]
     for c in comps:
         rows.append(UpRow("app", c.name, c.app, c.app, "create" if c.name in missing else "keep"))
     for v in vols:
         rows.append(UpRow("volume", v.store, v.app, v.region, v.action, v.detail()))
     for name in attach:
         rows.append(UpRow("attach", name, stack.app_name(name), "DATABASE_URL", "attach",
-                          f"fly postgres attach {db_app} (database {stack.database.name})"))
+                          f"fly mpg attach {cluster['id'] if cluster else '<new cluster>'} ({db_name}; its own database)"
+                          if mpg_db else f"fly postgres attach {db_app} (database {stack.database.name})"))
     for r in secrets.rows:
         if r.status == "remove":
             continue  # `up` never prunes: that is `inv secrets.sync --prune`, with confirmation
         rows.append(UpRow("secret", r.component, r.app, r.name, r.status, r.detail))
     placement = plan_placement(stack, live.machines, live.volumes)
     return UpPlan(stack, live, missing_db, missing, vols, attach, secrets, rows,
-                  recover_password=recover, placement=placement)
+                  recover_password=recover, placement=placement, mpg=cluster)
 
 
 def read_up_plan(stack: Stack, envfile: EnvFile, runner: FlyRunner) -> UpPlan:
@@ -258,6 +274,7 @@ def store_env_value(path: Path, key: str, value: Secret) -> None:
 @dataclass
 class UpResult:
     created_db: bool = False
+    mpg: bool = False
     created_apps: list[str] = field(default_factory=list)
     volumes: int = 0
     attached: list[str] = field(default_factory=list)
@@ -267,7 +284,7 @@ class UpResult:
     def summary(self) -> str:
         parts = []
         if self.created_db:
-            parts.append("postgres cluster created")
+            parts.append("managed postgres cluster created" if self.mpg else "postgres cluster created")
         if self.created_apps:
             parts.append(f"{len(self.created_apps)} app(s) created")
         if self.volumes:
@@ -295,6 +312,9 @@ def apply_up(
     res = UpResult()
     org = stack.project.org
     # 1. the database cluster, then the apps (independent: concurrently)
+    mpg_id = ensure_mpg(plan, runner, say) if stack.database.source == "mpg" else None
+    if mpg_id is not None and plan.mpg is None:
+        res.created_db = res.mpg = True
     if plan.missing_db:
         say(f"creating postgres cluster {stack.app_name(COMPONENT_DB)} (the password is saved, never shown)")
         create_cluster(stack, runner, envfile, say)
@@ -316,7 +336,15 @@ def apply_up(
         parallel({i: (lambda v=v: apply_volume_steps(runner, [v])) for i, v in enumerate(todo)})
         res.volumes = len(todo)
     # 3. database attachments (need the cluster and the apps)
-    if plan.attach:
+    if plan.attach and mpg_id is not None:
+        from flyops.fly import mpg
+
+        say(f"attaching Managed Postgres {stack.app_name(COMPONENT_DB)} to " + ", ".join(plan.attach))
+        for c in plan.attach:  # one at a time: each rewrites flyctl's config.yml (appsecrets.Update)
+            out = runner.run(mpg.attach(mpg_id, stack.app_name(c)))
+            mpg.mask_output(runner, out.stdout)  # it prints the DATABASE_URL it set
+            res.attached.append(c)
+    elif plan.attach:
         db_app = stack.app_name(COMPONENT_DB)
         say(f"attaching {db_app} to " + ", ".join(plan.attach))
         # One at a time: `postgres attach` is check-then-act (postgres/attach.go: DatabaseExists,
@@ -338,6 +366,33 @@ def apply_up(
         result = sync(secrets, runner, prune=False, force=force, restart=restart, on_step=say)
         res.pushed, res.restarted = result.pushed, result.restarted
     return res
+
+
+def ensure_mpg(plan: UpPlan, runner: FlyRunner, say: Callable[[str], None]) -> str:
+    """The Managed Postgres cluster's id: created if the live read found none (`mpg create`
+    waits for `ready` itself), else waited for until it is ready (a run interrupted during
+    create left it provisioning; flyctl says it goes on in the background)."""
+    from flyops.fly import mpg
+
+    stack = plan.stack
+    name, want = stack.app_name(COMPONENT_DB), stack.database.managed
+    if plan.mpg is None:
+        say(f"creating Managed Postgres cluster {name} ({want.plan}, {stack.mpg_region()}; "
+            "its connection string is never shown)")
+        call = mpg.create(name, stack.project.org, stack.mpg_region(), plan=want.plan,
+                          volume_size_gb=want.volume_size_gb, pg_major_version=want.pg_major_version,
+                          postgis=want.postgis)
+        cid = mpg.create_mpg_cluster(runner, call, org=stack.project.org, name=name)
+        if runner.dry:
+            return f"<id of {name}>"
+    else:
+        cid = plan.mpg["id"]
+        if plan.mpg.get("status") == "ready":
+            return cid
+        say(f"waiting for Managed Postgres cluster {name} ({cid}: {plan.mpg.get('status')}) to be ready")
+    if not runner.dry:
+        mpg.wait_ready(runner, cid)
+    return cid
 
 
 def undeployed(stack: Stack, runner: FlyRunner) -> list[str]:

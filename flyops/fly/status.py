@@ -60,10 +60,29 @@ class EnvStatus:
     env: str
     apps: list[AppStatus]
     lock: Holder | None
+    #: source = "mpg": the Managed Postgres cluster (`mpg list --json`: id, name, status, plan,
+    #: region, disk, attached apps), {"name": ..., "status": "missing"} if there is none
+    database: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"env": self.env, "lock": self.lock.as_dict() if self.lock else None,
-                "apps": [{**asdict(a), "healthy": a.healthy} for a in self.apps]}
+        out = {"env": self.env, "lock": self.lock.as_dict() if self.lock else None,
+               "apps": [{**asdict(a), "healthy": a.healthy} for a in self.apps]}
+        if self.database is not None:
+            out["database"] = self.database
+        return out
+
+
+def mpg_summary(stack: Stack, clusters: list[dict[str, Any]]) -> dict[str, Any]:
+    from flyops.fly import mpg
+    from flyops.stack.model import COMPONENT_DB
+
+    name = stack.app_name(COMPONENT_DB)
+    c = mpg.pick(clusters, name, stack.project.org)
+    if c is None:
+        return {"product": "mpg", "name": name, "status": "missing"}
+    return {"product": "mpg", "name": name, "id": c.get("id"), "status": c.get("status"), "plan": c.get("plan"),
+            "region": c.get("region"), "disk_gb": c.get("disk"),
+            "attached_apps": sorted(a.get("name", "") for a in c.get("attached_apps") or [])}
 
 
 def machines_by_region(status: dict[str, Any]) -> dict[str, RegionMachines]:
@@ -101,6 +120,10 @@ def read_status(stack: Stack, runner: FlyRunner) -> EnvStatus:
         if c.kind in ("store", "database"):
             reads[("volumes", c.name)] = lambda a=c.app: runner.json(fly.volumes_list(a))
     reads[("lock", "")] = lambda: holder(stack, runner)
+    if stack.database.source == "mpg":
+        from flyops.fly import mpg
+
+        reads[("mpg", "")] = lambda: runner.json(mpg.list_clusters(stack.project.org)) or []
     got = parallel(reads)
     apps = []
     for c in comps:
@@ -116,7 +139,8 @@ def read_status(stack: Stack, runner: FlyRunner) -> EnvStatus:
             volumes=volumes_by_region(got.get(("volumes", c.name)) or []),
             secrets_staged=sorted(staged),
         ))
-    return EnvStatus(stack.env, apps, got[("lock", "")])
+    database = mpg_summary(stack, got[("mpg", "")]) if ("mpg", "") in got else None
+    return EnvStatus(stack.env, apps, got[("lock", "")], database)
 
 
 def rows(status: EnvStatus) -> list[tuple[str, ...]]:
@@ -130,6 +154,16 @@ def rows(status: EnvStatus) -> list[tuple[str, ...]]:
             ", ".join(a.secrets_staged) or "-",
         ))
     return out
+
+
+def database_line(status: EnvStatus) -> str | None:
+    d = status.database
+    if d is None:
+        return None
+    if d["status"] == "missing":
+        return f"database: Managed Postgres {d['name']}: missing (inv up --env {status.env} creates it)"
+    return (f"database: Managed Postgres {d['name']} ({d['id']}): {d['status']}, {d['plan']}, {d['region']}, "
+            f"{d['disk_gb']} GB; attached to {', '.join(d['attached_apps']) or 'no app'}")
 
 
 COLUMNS = ["component", "app", "state", "release", "image", "machines (region: started, checks)", "volumes", "secrets staged"]

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomlkit
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from tomlkit.exceptions import KeyAlreadyPresent, ParseError
 
 from flyops.db.retention import Retention
@@ -32,6 +40,7 @@ EVICTION_POLICIES = (
 )
 COMPONENT_DB = "db"
 ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,20}$")  # the one rule for environment names (app names end with it)
+PG_PORT = 5432  # Postgres on Fly's private network: <db app>.internal:5432 (flex), the cluster's direct IP (mpg)
 STORE_PORT = 6379  # every store listens here (Redis protocol default); apps reach <store app>.internal:6379
 APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 ENV_KEY = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -231,13 +240,82 @@ class Store(_Model):
         return "KEYDB_PASSWORD" if self.engine == "keydb" else "REDIS_PASSWORD"
 
 
+#: `fly mpg create --plan` values a non-interactive run can select (flyctl v0.4.87
+#: internal/command/mpg/plans.go MPGPlans, looked up after create.go normalizePlan lowercases
+#: the flag). The fifth plan's key is "Performance", capitalised, so no spelling of it is ever
+#: found and a non-interactive create silently falls back to "basic": it is refused here.
+MPG_PLANS = ("basic", "starter", "launch", "scale")
+#: create.go runCreate: "Supported versions are 16 and 17"
+MPG_PG_MAJORS = (16, 17)
+
+
+class Mpg(_Model):
+    """A Managed Postgres cluster (`fly mpg create`, flyctl internal/command/mpg/create.go and
+    v2/run_create.go): the flags it takes, with flyctl's defaults."""
+
+    plan: str = "basic"  # --plan
+    region: str | None = None  # --region; default: environment.primary_region
+    volume_size_gb: int = Field(default=10, ge=1)  # --volume-size (flyctl's default: 10)
+    pg_major_version: int = 16  # --pg-major-version
+    postgis: bool = False  # --enable-postgis-support
+
+    @field_validator("plan")
+    @classmethod
+    def _plan(cls, v: str) -> str:
+        plan = v.strip().lower()
+        if plan == "performance":
+            raise ValueError(
+                "flyctl v0.4.87 cannot select the Performance plan non-interactively (plans.go keys it "
+                "\"Performance\" but create.go lowercases --plan, so it falls back to basic): create the cluster "
+                f"in the dashboard and give its name as database.app, or use one of {', '.join(MPG_PLANS)}"
+            )
+        if plan not in MPG_PLANS:
+            raise ValueError(f"{v!r} is not a Managed Postgres plan: use one of {', '.join(MPG_PLANS)} "
+                             "(flyctl internal/command/mpg/plans.go)")
+        return plan
+
+    @field_validator("region")
+    @classmethod
+    def _mpg_region(cls, v: str | None) -> str | None:
+        return None if v is None else _region(v)
+
+    @field_validator("pg_major_version")
+    @classmethod
+    def _major(cls, v: int) -> int:
+        if v not in MPG_PG_MAJORS:
+            raise ValueError(f"{v} is not a Postgres major Managed Postgres offers: use 16 or 17")
+        return v
+
+
 class Database(_Model):
-    source: Literal["fly", "url"]
-    app: str | None = None
+    source: Literal["fly", "url", "mpg"]
+    app: str | None = None  # the flex app's name, or the Managed Postgres cluster's name
     name: str = Field(default="app", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     cluster_size: int = Field(default=1, ge=1, le=5)
     vm_size: str = "shared-cpu-1x"
     volume_size_gb: int = Field(default=10, ge=1, le=500)
+    mpg: Mpg | None = None
+
+    @model_validator(mode="after")
+    def _mpg_only_with_mpg(self) -> Database:
+        if self.mpg is not None and self.source != "mpg":
+            raise ValueError(f'[database.mpg] is set but source = "{self.source}": set source = "mpg", '
+                             "or remove [database.mpg]")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        """`mpg` only when set, so a stack without it dumps (and digests: flyops/render.py
+        stack_digest, in every rendered file) exactly as before the key existed."""
+        data = handler(self)
+        if data.get("mpg") is None:
+            data.pop("mpg", None)
+        return data
+
+    @property
+    def managed(self) -> Mpg:
+        """The Managed Postgres settings (flyctl's defaults where the stack sets none)."""
+        return self.mpg or Mpg()
 
 
 class BackupCopy(_Model):
@@ -357,6 +435,9 @@ class StackModel(_Model):
                         f"apps.{name}.uses: {used!r} is neither 'database' nor a store "
                         f"(stores: {', '.join(sorted(self.stores)) or 'none'})"
                     )
+        if self.database.source == "mpg" and not self.environment.fly:
+            raise ValueError('database.source = "mpg" is a Fly Managed Postgres cluster, but environment.fly = false: '
+                             'use source = "url" with DATABASE_URL in the env file')
         env_regions = self.environment.regions
         where = {n: placement_regions(c.placement, env_regions) for n, c in {**self.stores, **self.apps}.items()}
         for name in {**self.stores, **self.apps}:
@@ -495,6 +576,10 @@ class Stack:
                 fix="use an environment with Fly apps, e.g. --env staging",
             )
 
+    def mpg_region(self) -> str:
+        """Where the Managed Postgres cluster is created: database.mpg.region, else primary_region."""
+        return self.database.managed.region or self.primary_region
+
     def backup_repository(self) -> str:
         """The repository location with {env} filled in; folders made absolute from the root."""
         loc = self.backup.repository.format(env=self.env)
@@ -567,6 +652,11 @@ def _check_app_names(stack: Stack, overlay_path: Path, root: Path) -> None:
         if comp.app in seen:
             raise BadInput(f"{_rel(root, overlay_path)}: {comp.name} and {seen[comp.app]} both get app name {comp.app!r}")
         seen[comp.app] = comp.name
+    if stack.database.source == "mpg":
+        name = stack.app_name(COMPONENT_DB)
+        if not APP_NAME.match(name):
+            raise BadInput(f"{_rel(root, overlay_path)}: Managed Postgres cluster name {name!r} is not valid "
+                           "(lowercase letters, digits and dashes, 3-63 characters): set database.app")
 
 
 def _rel(root: Path, p: Path) -> str:

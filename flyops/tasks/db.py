@@ -98,7 +98,8 @@ def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, o
     if is_dry(ctx):
         from flyops.db.plans import backup_plan
 
-        plan = backup_plan(repo, stack.env, stack.database.name if stack.database.source == "fly" else "DATABASE_URL's",
+        plan = backup_plan(repo, stack.env, {"fly": stack.database.name, "mpg": "the Managed Postgres cluster's"}.get(
+                               stack.database.source, "DATABASE_URL's"),
                            host=host, init=init, kind=kind)
         if window is not None and plan["steps"] and not plan["would_fail"] and catalog.should_skip(repo, stack.env, window, host=host):
             plan["steps"] = [plan["steps"][0], f"would skip: the newest backup is younger than {if_older_than}"]
@@ -106,8 +107,13 @@ def backup(ctx, env, reason="", if_older_than=None, kind="manual", json=False, o
             plan["steps"] += [f"restic copy of the environment's backups to {c.location} (backup.copies)" for c in copy_cfgs]
         show_plan(plan, json)
         return
-    runner = runner_for(ctx) if stack.database.source == "fly" and not direct else None
-    if window is not None and runner is not None:
+    runner = runner_for(ctx) if stack.database.source in ("fly", "mpg") and not direct else None
+    if window is not None and runner is not None and stack.database.source == "mpg":
+        from flyops.fly import mpg
+        from flyops.stack.model import COMPONENT_DB
+
+        mpg.require_cluster(runner, stack.project.org, stack.app_name(COMPONENT_DB))  # the token works for it
+    elif window is not None and runner is not None:
         # a scheduled run that could not reach the database must say so every time, not only
         # once a backup is due: one read of the database app proves the token works for it
         from flyops.fly.flyctl import commands as fly

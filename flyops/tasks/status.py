@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flyops.fly.status import COLUMNS, read_status, rows
+from flyops.fly.status import COLUMNS, database_line, read_status, rows
 from flyops.present import console, print_json, table
 from flyops.tasks.base import runner_for, stack_for, task
 
@@ -17,4 +17,6 @@ def status_task(ctx, env, json=False, verbose=False):
         return
     out = console()
     out.print(table(f"status of {stack.env}", COLUMNS, rows(st), styles={2: {"missing": "red", "deployed": "green"}}))
+    if database_line(st):
+        out.print(database_line(st), markup=False)
     out.print(f"lock: {st.lock.describe()}" if st.lock else "lock: free")

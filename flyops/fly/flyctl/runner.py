@@ -66,8 +66,9 @@ TOKEN_FIX = ("use an org token: export FLY_API_TOKEN=$(fly tokens create org -o 
 WRITERS_LOCK = "flyops.writers.lock"
 _WRITERS = threading.Lock()  # one process, any number of runners
 PROXY_READY = re.compile(r"^Proxying localhost:(\d+) to remote \[([^\]]*)\]:(\d+)")
-# flyctl prints these texts instead of JSON when a list is empty (flyctl.md §9, §18)
-EMPTY_LIST_TEXTS = ("No postgres clusters found", "No managed postgres clusters found")
+# flyctl prints these texts instead of JSON when a list is empty (flyctl.md §9, §18;
+# mpg backup list: internal/command/mpg/v2/run_backup.go RunBackupList)
+EMPTY_LIST_TEXTS = ("No postgres clusters found", "No managed postgres clusters found", "No backups found for cluster")
 
 
 class FlyctlError(OpsError):
@@ -298,6 +299,12 @@ class FlyRunner:
         with self._lock:
             return [self.redacted(r.args) for r in self.records if r.mutating and not r.dry and r.rc == 0
                     and not r.bookkeeping] + list(self.written)
+
+    def note_change(self, what: str) -> None:
+        """A change a *failed* call made all the same (e.g. `fly mpg create` exits 1 on a cluster
+        that ended in `error`, and the cluster exists): counted in `changes()`."""
+        with self._lock:
+            self.written.append(redact(what, self.masks))
 
     def redacted(self, args: tuple[str, ...]) -> str:
         return redact(shlex.join(["fly", *args]), self.masks)

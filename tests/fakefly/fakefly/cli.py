@@ -34,7 +34,7 @@ BOOL_FLAGS = {
     "--restore-target-inclusive", "--auto-confirm", "--no-create-app", "--no-create", "--legacy",
     "--reuse-app", "--force-name", "--no-db", "--no-redis", "--no-object-storage",
     "--no-github-workflow", "--dockerignore-from-gitignore", "--attach", "--http-failover",
-    "--export-manifest-only",
+    "--export-manifest-only", "--enable-postgis-support", "--v2",
 }
 INT_FLAGS = {
     "--count", "--snapshot-retention", "--initial-cluster-size", "--volume-size",
@@ -62,12 +62,13 @@ OVERRIDES = {
     ("releases",): {"--image": bool},
     ("apps", "releases"): {"--image": bool},
     ("volumes", "snapshots", "create"): {},
+    ("mpg", "create"): {"--pg-major-version": int},
 }
 DEFAULTS = {
     "--wg": True, "--https-failover": True, "--ha": True, "--smoke-checks": True,
     "--dns-checks": True, "--require-unique-zone": True, "--scheduled-snapshots": True,
     "--flex": True, "--superuser": True, "--autostart": True, "--no-owner": True, "--create": True,
-    "--restore-target-inclusive": True,
+    "--restore-target-inclusive": True, "--v2": True,
 }
 
 
@@ -370,6 +371,7 @@ MUTATING = {
     ("secrets", "sync"), ("postgres", "create"), ("postgres", "attach"),
     ("machine", "run"), ("machine", "create"), ("machine", "destroy"), ("machine", "stop"),
     ("machine", "start"), ("storage", "create"), ("storage", "destroy"),
+    ("mpg", "create"), ("mpg", "attach"), ("mpg", "destroy"), ("mpg", "backup", "create"), ("mpg", "restore"),
 }
 NO_AUTH = {(), ("version",)}
 

@@ -1828,4 +1828,5 @@ def tokens_create_org(home, opts, args):
 
 # ------------------------------------------------------------------ storage (fakefly/storage.py)
 
+from . import mpg as _mpg  # noqa: E402,F401  (registers `mpg *`: fakefly/mpg.py)
 from . import storage  # noqa: E402,F401  registers `storage create|list|destroy`
