@@ -27,7 +27,7 @@ GONE_VOLUME_STATES = {"scheduling_destroy", "fork_cleanup", "waiting_for_detach"
 
 @dataclass(frozen=True)
 class Row:
-    kind: Literal["app", "volume", "secret", "machine"]
+    kind: Literal["app", "volume", "secret", "machine", "backups"]
     component: str
     app: str
     target: str  # app name, region, or secret name
@@ -43,6 +43,7 @@ class Live:
     volumes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # app -> fly.Volume JSON
     secrets: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # app -> [{name, digest, status}]
     machines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # app -> `status --json` Machines
+    backups: Any = None  # flyops.fly.pgbackup.LiveBackups of the cluster (database.pitr), else None
 
 
 def parallel(calls: dict[Any, Callable[[], Any]], workers: int = 16) -> dict[Any, Any]:
@@ -72,6 +73,10 @@ def read_live(stack: Stack, runner: FlyRunner) -> Live:
             reads[("machines", comp.app)] = lambda app=comp.app: (runner.json(fly.status(app)) or {}).get("Machines")
     for (kind, app), value in parallel(reads).items():
         getattr(live, kind)[app] = value or []
+    if stack.database.source == "fly" and stack.database.pitr and stack.app_name(COMPONENT_DB) in live.apps:
+        from flyops.fly.pgbackup import read_live_backups
+
+        live.backups = read_live_backups(stack, runner)
     return live
 
 
@@ -163,7 +168,16 @@ def plan_machines(stack: Stack, live: Live) -> list[Row]:
 
 def plan(stack: Stack, live: Live) -> list[Row]:
     return (plan_apps(stack, live) + plan_volumes(stack, live) + plan_machines(stack, live)
-            + plan_secret_names(stack, live))
+            + plan_secret_names(stack, live) + plan_backups(stack, live))
+
+
+def plan_backups(stack: Stack, live: Live) -> list[Row]:
+    """Fly's point-in-time layer of the cluster (database.pitr), flyops/fly/pgbackup.py."""
+    from flyops.fly.pgbackup import plan_rows
+
+    db_app = stack.app_name(COMPONENT_DB)
+    return [Row("backups", COMPONENT_DB, db_app, target, action, detail)
+            for action, target, detail in plan_rows(stack, live.backups, db_exists=db_app in live.apps)]
 
 
 def pending(rows: list[Row]) -> list[Row]:

@@ -51,7 +51,7 @@ from flyops.secrets_sync import PENDING, SecretsPlan, build_secrets_plan, compon
 from flyops.stack import COMPONENT_DB, Stack
 from flyops.volumes import VolumeStep, apply_volume_steps, plan_store_volumes
 
-Kind = Literal["database", "app", "volume", "attach", "secret"]
+Kind = Literal["database", "app", "volume", "attach", "secret", "backups"]
 PASSWORD_LINE = re.compile(r"^\s*Password:\s*(\S+)\s*$", re.M)
 PG_PASSWORD_KEY = "POSTGRES_PASSWORD"
 #: flypg/launcher.go setSecrets: the password `postgres create` prints is this app secret
@@ -113,6 +113,11 @@ def plan_up(stack: Stack, live: Live, secrets: SecretsPlan, *, have_password: bo
         if recover:
             rows.append(UpRow("database", COMPONENT_DB, db_app, PG_PASSWORD_KEY, "recover",
                               f"not in env/{stack.env}.env: read {PG_OPERATOR_SECRET} back from the cluster"))
+    if fly_db:  # Fly's point-in-time layer (database.pitr): flyops/fly/pgbackup.py
+        from flyops.fly.pgbackup import plan_rows
+
+        rows += [UpRow("backups", COMPONENT_DB, db_app, target, action, detail)
+                 for action, target, detail in plan_rows(stack, live.backups, db_exists=not missing_db)]
     for c in comps:
         rows.append(UpRow("app", c.name, c.app, c.app, "create" if c.name in missing else "keep"))
     for v in vols:
@@ -199,7 +204,8 @@ def create_cluster(stack: Stack, runner: FlyRunner, envfile: EnvFile, say: Calla
     exists, then our own wait for its checks."""
     db, db_app = stack.database, stack.app_name(COMPONENT_DB)
     call = fly.postgres_create(db_app, stack.project.org, stack.primary_region, cluster_size=db.cluster_size,
-                               vm_size=db.vm_size, volume_size_gb=db.volume_size_gb, detach=True)
+                               vm_size=db.vm_size, volume_size_gb=db.volume_size_gb, detach=True,
+                               enable_backups=db.pitr)
     try:
         out = runner.run(call)
     except FlyctlError:
@@ -331,6 +337,16 @@ def apply_up(
         for c in plan.attach:
             runner.run(fly.postgres_attach(db_app, stack.app_name(c), stack.database.name))
             res.attached.append(c)
+    # 3b. Fly's point-in-time backups of the cluster (database.pitr): enable, restart, config
+    if fly_pitr(stack):
+        from flyops.fly.pgbackup import plan_backups
+
+        for step in plan_backups(stack.app_name(COMPONENT_DB), stack.database, plan.live.backups,
+                                 creating=plan.missing_db):
+            if step.calls:
+                say(f"point-in-time backups of {stack.app_name(COMPONENT_DB)}: {step.detail}")
+            for call in step.calls:
+                runner.run(call)
     # 4. secrets (need the apps): re-read the apps we just created so the plan sees them
     secrets = plan.secrets
     if plan.missing_apps and not runner.dry:
@@ -343,6 +359,10 @@ def apply_up(
         result = sync(secrets, runner, prune=False, force=force, restart=restart, on_step=say)
         res.pushed, res.restarted = result.pushed, result.restarted
     return res
+
+
+def fly_pitr(stack: Stack) -> bool:
+    return stack.database.source == "fly" and stack.database.pitr
 
 
 def undeployed(stack: Stack, runner: FlyRunner) -> list[str]:
