@@ -191,7 +191,10 @@ def _recover(home: Path, src: dict, info: dict, chosen: dict, at: str, target: s
     if at.startswith("name:"):
         conf["recovery_target"] = "'immediate'"  # a named base backup: its consistent point
     elif at != "latest":
-        conf["recovery_target_time"] = f"'{at}'"
+        # barman.go formatTimestamp: RFC 3339 -> "2006-01-02T15:04:05-07:00" (whole seconds, a numeric
+        # offset: PostgreSQL checks the setting before it has loaded time zone abbreviations such as Z)
+        ts = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        conf["recovery_target_time"] = f"'{ts.strftime('%Y-%m-%dT%H:%M:%S%z')[:-2]}:{ts.strftime('%z')[-2:]}'"
         # flyctl sends targetInclusive=true or nothing (resolveRestoreTarget); PostgreSQL's default is on
         conf["recovery_target_inclusive"] = "on"
     with open(data / "postgresql.auto.conf", "a") as f:

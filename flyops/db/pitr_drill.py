@@ -205,7 +205,7 @@ def _r(v: float | None) -> float | None:
 
 _COMMIT_TS_SQL = """
 SELECT max(ts) FROM (
-  SELECT pg_xact_commit_timestamp(((x % 4294967296)::text)::xid) AS ts
+  SELECT pg_xact_commit_timestamp(((x %% 4294967296)::text)::xid) AS ts
   FROM generate_series(greatest(pg_snapshot_xmax(pg_current_snapshot())::text::bigint - %(scan)s, 3),
                        pg_snapshot_xmax(pg_current_snapshot())::text::bigint - 1) AS x
 ) t WHERE ts <= %(limit)s
@@ -300,6 +300,8 @@ def run_pitr_drill(*, env: str, backups: PlatformBackups, new_name: str, at: dat
                     asked = True  # from the request on, teardown destroys new_name (absent is fine)
                     restored = backups.restore(at=at, new_name=new_name)
                     res.restored_name = restored.name
+                    at = restored.requested_at if restored.requested_at is not None else at  # as the platform took it
+                    res.requested_at = at
                     ph.detail = f"{product} restore into {restored.name} (a new cluster)"
                 with _phase(res, "verify", signals) as ph:
                     v = VerifyResult(level="pitr", env=env, backup_id=f"{product}:{res.cluster}",

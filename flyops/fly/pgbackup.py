@@ -345,12 +345,15 @@ class FlexBackups:
                              last_full=last_full)
 
     def restore(self, *, at: datetime | None, new_name: str) -> RestoredCluster:
+        # postgres-flex keeps whole seconds of the target (barman.go formatTimestamp): ask for those
+        at = at.replace(microsecond=0) if at is not None else None
         r = self.run(backup_restore(self.app, new_name, at=at, inclusive=self.inclusive))
         if getattr(r, "dry", False):
             return RestoredCluster(self.product, new_name, at)
         password = parse_restore_output(r.stdout, new_name)
         if password is None:
-            tail = " ".join(((r.stderr or "") + " " + (r.stdout or "")).split())[-400:]
+            err = [ln for ln in (r.stderr or "").splitlines() if ln.strip() and not ln.startswith("WARNING: Unmanaged")]
+            tail = " ".join(" ".join(err).split())[-1200:] or " ".join((r.stdout or "").split())[-200:]
             raise OpsError(f"`fly postgres backup restore {new_name}` returned without creating the cluster "
                            f"(flyctl ignores the new cluster's launch error: backup.go runBackupRestore): {tail}",
                            fix=f"fly logs -a {new_name}; the app is destroyed afterwards")
