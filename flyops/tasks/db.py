@@ -171,9 +171,16 @@ def list_(ctx, env, json=False, on=None, ssh_key=None):
     envfile = load_env(root(), env, must_exist=True)
     repo = from_stack.repo_config(stack, envfile)
     rows = core.list_backups(repo, stack.env, host=host_for(on, ssh_key), retention=from_stack.retention(stack))
+    from flyops.db.platform import platform_backups, window_dict, window_line
+
+    platform = platform_backups(stack, envfile, runner_for(ctx))  # Fly's point-in-time layer, if the stack has one
+    window = platform.window() if platform is not None else None
     if json:
-        print_json({"env": stack.env, "repository": repo.location, "backups": rows})
+        print_json({"env": stack.env, "repository": repo.location, "backups": rows,
+                    **({"platform": window_dict(window)} if window else {})})
         return
+    if window is not None:
+        console().print(window_line(window), markup=False)
     if not rows:
         console().print(f"no complete backups of {stack.env} in {repo.location}")
         return

@@ -52,6 +52,13 @@ def verify(ctx, env, backup="latest", level="restore", max_age=None, json=False)
         max_age=_seconds("--max-age", max_age, stack.backup.max_age if level == "fresh" else None),
         smoke_queries=stack.backup.smoke_queries, jobs=stack.backup.jobs,
     )
+    if level == "fresh":
+        from flyops.db.platform import check_platform_fresh, freshness_limits, platform_backups
+
+        platform = platform_backups(stack, load_env(root(), env, must_exist=True), runner_for(ctx))
+        if platform is not None:  # Fly's point-in-time layer must be fresh too
+            lag, full_age = freshness_limits(stack.database)
+            check_platform_fresh(result, platform.window(), max_lag=lag, max_full_age=full_age)
     if json:
         print_json(result.to_dict())
     else:
@@ -75,15 +82,27 @@ def verify(ctx, env, backup="latest", level="restore", max_age=None, json=False)
         "keep": "keep the scratch server afterwards (prints how to remove it)",
         "report": "report path without extension (default var/drills/<env>/<time>)",
         "json": "print the JSON report on stdout (and nothing else)",
+        "layer": "logical (default: this repository's backups), pitr (Fly's point-in-time backups, restored "
+                 "into a new cluster) or both (one report)",
+        "at": "for pitr: the time to restore to, RFC 3339 or relative (-15m); default latest",
     }
 )
-def drill(ctx, env, backup="latest", target="local", rto=None, rpo=None, keep=False, report=None, json=False):
+def drill(ctx, env, backup="latest", target="local", rto=None, rpo=None, keep=False, report=None, json=False,
+          layer="logical", at=None):
     """Restore a backup into a scratch server, verify it, time each phase; report RTO/RPO (exit 6: target missed)."""
     from flyops.db import settings as from_stack
     from flyops.db.drill import run_drill
 
     stack = stack_for(env)
     repo = from_stack.repo_config(stack, load_env(root(), env, must_exist=True))
+    if layer not in ("logical", "pitr", "both"):
+        raise BadInput(f"--layer {layer!r}: use logical, pitr or both")
+    if at is not None and layer == "logical":
+        raise BadInput("--at is for --layer pitr or both (a logical drill restores a whole backup)")
+    if layer != "logical" and not is_dry(ctx):
+        return _drill_pitr(ctx, stack, repo, layer=layer, at=at, backup=backup, target=target, keep=keep,
+                           rto=_seconds("--rto", rto, stack.backup.rto), rpo=_seconds("--rpo", rpo, stack.backup.rpo),
+                           report=report, as_json=json)
     if is_dry(ctx):
         from flyops.db.plans import drill_plan
 
@@ -105,6 +124,69 @@ def drill(ctx, env, backup="latest", target="local", rto=None, rpo=None, keep=Fa
         )
     _show(result, json)
     result.raise_for_outcome()
+
+
+def _drill_pitr(ctx, stack, repo, *, layer, at, backup, target, keep, rto, rpo, report, as_json):
+    """--layer pitr | both: the platform's point-in-time restore (flyops/db/pitr_drill.py), and for
+    both the logical drill first; one report."""
+    from flyops.db.pitr_drill import (
+        combined_report,
+        logical_manifests,
+        parse_at,
+        pitr_app_name,
+        run_pitr_drill,
+    )
+    from flyops.db.platform import platform_backups
+    from flyops.db.report import default_report_base, write_reports
+
+    when = parse_at(at)
+    envfile = load_env(root(), stack.env, must_exist=True)
+    platform = platform_backups(stack, envfile, runner_for(ctx))
+    if platform is None:
+        raise BadInput(f"--layer {layer}: {stack.env} has no platform point-in-time backups",
+                       fix=f"set database.pitr = true in fly/{stack.env}.toml (database.source = \"fly\"), then inv up")
+    from datetime import UTC, datetime
+
+    started = datetime.now(UTC)
+    base = Path(report) if report else default_report_base(root(), stack.env, started)
+    layers, results = [], []
+    if layer == "both":
+        from flyops.db.drill import run_drill
+
+        with tempfile.TemporaryDirectory(prefix="flyops-drill-") as tmp:
+            logical = run_drill(env=stack.env, repo_config=repo, backup=backup, target=_target(ctx, stack, target),
+                                rto=rto, rpo=rpo, smoke_queries=stack.backup.smoke_queries, jobs=stack.backup.jobs,
+                                keep=keep, report_base=Path(tmp) / "logical", root=root())
+        layers.append(logical.to_dict())
+        results.append(logical)
+    from flyops.errors import OpsError
+
+    try:
+        manifests = logical_manifests(repo, stack.env, when or datetime.now(UTC))
+    except OpsError:  # no logical repository (yet): the drill says nothing brackets the time
+        manifests = []
+    pitr = run_pitr_drill(env=stack.env, backups=platform, at=when, selection=at or "latest",
+                          new_name=pitr_app_name(stack.project.name, stack.env), manifests=manifests,
+                          database=stack.database.name, rto=rto, rpo=rpo, report_base=base, root=root(),
+                          write=layer == "pitr")
+    results.append(pitr)
+    if layer == "both":
+        layers.append(pitr.to_dict())
+        json_path, md_path = write_reports(combined_report(layers), base)
+        for r in results:
+            r.reports = [str(json_path), str(md_path)]
+    if as_json:
+        print_json(combined_report(layers) if layer == "both" else pitr.to_dict())
+    else:
+        out = console()
+        for r in results:
+            out.print(r.summary())
+        md = next((p for p in pitr.reports if p.endswith(".md")), None)
+        if md:
+            out.print()
+            out.print(Path(md).read_text(encoding="utf-8"), markup=False)
+    worst = max(results, key=lambda r: ["passed", "target_missed", "failed", "interrupted"].index(r.outcome))
+    worst.raise_for_outcome()
 
 
 def _target(ctx, stack, target: str):
