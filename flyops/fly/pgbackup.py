@@ -353,7 +353,8 @@ class FlexBackups:
         password = parse_restore_output(r.stdout, new_name)
         if password is None:
             err = [ln for ln in (r.stderr or "").splitlines() if ln.strip() and not ln.startswith("WARNING: Unmanaged")]
-            tail = " ".join(" ".join(err).split())[-1200:] or " ".join((r.stdout or "").split())[-200:]
+            said = _PASSWORD.sub("  Password:    ********", r.stdout or "")  # never in an error
+            tail = " ".join(" ".join(err).split())[-1200:] or " ".join(said.split())[-200:]
             raise OpsError(f"`fly postgres backup restore {new_name}` returned without creating the cluster "
                            f"(flyctl ignores the new cluster's launch error: backup.go runBackupRestore): {tail}",
                            fix=f"fly logs -a {new_name}; the app is destroyed afterwards")

@@ -99,7 +99,11 @@ def drill(ctx, env, backup="latest", target="local", rto=None, rpo=None, keep=Fa
         raise BadInput(f"--layer {layer!r}: use logical, pitr or both")
     if at is not None and layer == "logical":
         raise BadInput("--at is for --layer pitr or both (a logical drill restores a whole backup)")
-    if layer != "logical" and not is_dry(ctx):
+    if layer != "logical" and is_dry(ctx):
+        return _drill_pitr_dry(ctx, stack, repo, layer=layer, at=at, backup=backup, target=target,
+                               rto=_seconds("--rto", rto, stack.backup.rto), rpo=_seconds("--rpo", rpo, stack.backup.rpo),
+                               as_json=json)
+    if layer != "logical":
         return _drill_pitr(ctx, stack, repo, layer=layer, at=at, backup=backup, target=target, keep=keep,
                            rto=_seconds("--rto", rto, stack.backup.rto), rpo=_seconds("--rpo", rpo, stack.backup.rpo),
                            report=report, as_json=json)
@@ -124,6 +128,30 @@ def drill(ctx, env, backup="latest", target="local", rto=None, rpo=None, keep=Fa
         )
     _show(result, json)
     result.raise_for_outcome()
+
+
+def _drill_pitr_dry(ctx, stack, repo, *, layer, at, backup, target, rto, rpo, as_json):
+    """--dry: read the window, print the restore and the teardown it would run; create nothing."""
+    from flyops.db.pitr_drill import parse_at, pitr_app_name
+    from flyops.db.plans import drill_plan, pitr_drill_plan
+    from flyops.db.platform import platform_backups, window_dict
+    from flyops.fly.pgbackup import FlexBackups, backup_restore
+    from flyops.flyctl import commands as fly
+
+    when = parse_at(at)
+    runner = runner_for(ctx)
+    platform = platform_backups(stack, load_env(root(), stack.env, must_exist=True), runner)
+    if platform is None:
+        raise BadInput(f"--layer {layer}: {stack.env} has no platform point-in-time backups",
+                       fix=f"set database.pitr = true in fly/{stack.env}.toml (database.source = \"fly\"), then inv up")
+    new_app = pitr_app_name(stack.project.name, stack.env)
+    logical = drill_plan(env=stack.env, repo_config=repo, backup=backup, target=target, rto=rto, rpo=rpo,
+                         jobs=stack.backup.jobs) if layer == "both" else None
+    show_plan(pitr_drill_plan(env=stack.env, layer=layer, window=window_dict(platform.window()), at=at,
+                              new_app=new_app,
+                              restore_shown=runner.shown(backup_restore(platform.app, new_app, at=when))
+                              if isinstance(platform, FlexBackups) else f"{platform.product} restore into {new_app}",
+                              destroy_shown=runner.shown(fly.apps_destroy(new_app)), logical=logical), as_json)
 
 
 def _drill_pitr(ctx, stack, repo, *, layer, at, backup, target, keep, rto, rpo, report, as_json):

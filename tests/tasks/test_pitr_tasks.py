@@ -83,6 +83,11 @@ def test_list_verify_and_drill_both_layers_through_inv(ops, tmp_path):
         assert r.returncode == 0, r.stdout + r.stderr
         assert "platform latest" in r.stdout
 
+        calls = len(ops.argv_log())
+        r = ops.inv("--dry", "dr.drill", "--env", "staging", "--layer", "pitr", "--at", at, **hook)
+        assert r.returncode == 0 and "fly postgres backup restore my-app-pitr-staging-" in r.stdout, r.stderr
+        assert f"--restore-target-time {at}" in r.stdout and "fly apps destroy" in r.stdout
+        assert not [e for e in ops.argv_log()[calls:] if e["mutating"]]
         r = ops.inv("dr.drill", "--env", "staging", "--layer", "both", "--at", at, "--json", **hook)
         assert r.returncode == 0, [(x.get("outcome"), x.get("error"), [c for c in (x.get("verification") or {}).get("checks", []) if not c["ok"]]) for x in json.loads(r.stdout).get("layers", [])] if r.stdout.startswith("{") else r.stderr[-2000:]
         doc = json.loads(r.stdout)
