@@ -57,3 +57,12 @@ def format_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def go_duration_seconds(text: str) -> float:
+    """Go's time.ParseDuration for the units these settings use (h, m, s, ms)."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s)", text or "")
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{text!r} is not a Go duration (e.g. 60s, 5m, 24h)")
+    mult = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    return sum(float(n) * mult[u] for n, u in parts)

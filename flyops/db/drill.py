@@ -72,6 +72,7 @@ from flyops.errors import (
 from flyops.fly.flyctl import commands as fly
 from flyops.fly.flyctl.commands import Call
 from flyops.fly.flyctl.output import postgres_create_password
+from flyops.fly.flyctl.runner import FlyRun
 from flyops.procs import Signals, free_port, operator
 from flyops.secret import Secret
 from flyops.units import human_duration
@@ -158,7 +159,6 @@ def parse_postgres_create_password(output: str) -> Secret:
     return found
 
 
-FlyRun = Callable[[Call], str]  # run a flyctl call through the one runner, return stdout; raise OpsError
 
 
 class FlyProxy(Protocol):

@@ -101,3 +101,18 @@ def drill_plan(*, env: str, repo_config: RepoConfig, backup: str, target: str, r
              f"remove {where}"]
     return {"dry": True, "task": "dr.drill", "env": env, "repository": repo.location, "steps": steps,
             "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def pitr_drill_plan(*, env: str, layer: str, window: dict, at: str | None, new_app: str, restore_shown: str,
+                    destroy_shown: str, logical: dict | None = None) -> dict:
+    """The steps `dr.drill --layer pitr|both` would take; `window` is the platform's, read now."""
+    steps = list(logical["steps"]) if logical else []
+    steps += [f"platform window ({window['product']} {window['cluster']}): {window['earliest']} .. {window['latest']}, "
+              f"last full backup {window['last_full']}; the time must lie inside it",
+              f"restore into a NEW cluster: {restore_shown}",
+              "compare with the logical backups around that time (row counts, schema head, extensions, owners); "
+              "RPO from the newest commit timestamp in the restored database",
+              f"always remove it: {destroy_shown}",
+              "write var/drills/<env>/<time>.json/.md" + (" (both layers in one report)" if logical else "")]
+    return {"dry": True, "task": "dr.drill", "env": env, "layer": layer, "at": at or "latest", "new_app": new_app,
+            "steps": steps}

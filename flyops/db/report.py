@@ -92,7 +92,15 @@ def _target_row(name: str, block: dict[str, Any] | None) -> list[Any]:
 
 
 def render_markdown(r: dict[str, Any]) -> str:
-    """The auditor's page: what was restored, from which backup, when, by whom, how long, verdict."""
+    """The auditor's page: what was restored, from which backup, when, by whom, how long, verdict.
+    A report of both layers (`layers`: the logical drill's, the point-in-time drill's) is one page
+    per layer under one verdict."""
+    if r.get("layers"):
+        head = [f"# Restore drills: {r.get('env', '?')}, {r.get('started_at', '?')}", "",
+                f"**Overall: {_OUTCOME_LINE.get(r.get('outcome'), r.get('outcome'))}** (exit code {r.get('exit_code')})",
+                ""]
+        return "\n".join(head) + "\n" + "\n".join(render_markdown(layer).replace("\n# ", "\n## ", 1)
+                                                  for layer in r["layers"])
     backup = r.get("backup") or {}
     outcome = r.get("outcome", "failed")
     lines = [
@@ -131,6 +139,20 @@ def render_markdown(r: dict[str, Any]) -> str:
         ["Tool versions", ", ".join(f"{k} {v}" for k, v in (r.get("tools") or {}).items()) or None],
     ])
 
+    pitr = r.get("pitr")
+    if pitr:
+        window = pitr.get("window") or {}
+        lines += ["", "## Platform point-in-time restore", ""]
+        lines += _table(["", ""], [
+            ["Product / cluster", f"{pitr.get('product')} {pitr.get('cluster')}"],
+            ["Restore window", f"{window.get('earliest')} .. {window.get('latest')}"],
+            ["Last full backup", window.get("last_full")],
+            ["Requested time", pitr.get("requested_at") or "latest"],
+            ["Restored into (new cluster, destroyed after)", pitr.get("restored_cluster")],
+            ["Compared with logical backups", ", ".join(pitr.get("compared_with") or []) or "none bracket that time"],
+            ["Newest transaction present", pitr.get("newest_commit")],
+            ["RPO read with", pitr.get("rpo_source")],
+        ])
     lines += ["", "## Phase timings", ""]
     phase_rows = [[p.get("name"), _secs(p.get("seconds")), "ok" if p.get("ok") else "FAILED", p.get("detail", "")]
                   for p in r.get("phases") or []]
@@ -138,8 +160,9 @@ def render_markdown(r: dict[str, Any]) -> str:
 
     lines += ["", "## Recovery objectives", ""]
     lines += _table(["Objective", "Measured", "Target", "Verdict"], [
-        _target_row("RTO (provision .. verified)", r.get("rto")),
-        _target_row("RPO (drill start - backup snapshot)", r.get("rpo")),
+        _target_row("RTO (restore requested .. verified)" if pitr else "RTO (provision .. verified)", r.get("rto")),
+        _target_row("RPO (requested time - newest transaction present)" if pitr
+                    else "RPO (drill start - backup snapshot)", r.get("rpo")),
     ])
 
     verification = r.get("verification") or {}

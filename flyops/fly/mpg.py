@@ -42,7 +42,7 @@ from urllib.parse import quote
 from flyops.errors import OpsError
 from flyops.fly.flyctl.commands import Call
 from flyops.fly.flyctl.runner import FlyctlError, FlyRunner
-from flyops.fly.pitr import RestoredCluster, RestoreWindow
+from flyops.fly.pitr import RestoredCluster, RestoreWindow, rfc3339
 from flyops.procs import free_port
 from flyops.secret import Secret
 
@@ -123,12 +123,6 @@ def restore_call(cluster_id: str, *, new_name: str, at: datetime | None = None, 
     else:
         args += ["--backup-id", str(backup_id)]
     return _write(*args)
-
-
-def rfc3339(at: datetime) -> str:
-    if at.tzinfo is None:
-        raise ValueError("a restore time must be timezone-aware")
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(text: str | None) -> datetime | None:

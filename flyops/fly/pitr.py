@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 from flyops.secret import Secret
@@ -51,3 +51,15 @@ class PlatformBackups(Protocol):
     def connect(self, restored: RestoredCluster) -> AbstractContextManager[Secret]: ...  # admin libpq URL
 
     def destroy(self, restored: RestoredCluster) -> None: ...  # idempotent: absent is fine
+
+
+def rfc3339(at: datetime) -> str:
+    """A restore target time as flyctl passes it on (Go's time.RFC3339 parse takes fractions)."""
+    if at.tzinfo is None:
+        raise ValueError("a restore target time must be timezone-aware")
+    at = at.astimezone(UTC)
+    text = at.strftime("%Y-%m-%dT%H:%M:%S")
+    if at.microsecond:
+        text += f".{at.microsecond:06d}".rstrip("0")
+    return text + "Z"
+

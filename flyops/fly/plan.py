@@ -25,7 +25,7 @@ Action = Literal["create", "deploy", "change", "keep", "remove"]
 
 @dataclass(frozen=True)
 class Row:
-    kind: Literal["app", "volume", "secret", "machine", "database"]
+    kind: Literal["app", "volume", "secret", "machine", "database", "backups"]
     component: str
     app: str
     target: str  # app name, region, or secret name
@@ -42,6 +42,8 @@ class Live:
     secrets: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # app -> [{name, digest, status}]
     machines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # app -> `status --json` Machines
     mpg: list[dict[str, Any]] = field(default_factory=list)  # `mpg list --json`: the org's Managed Postgres clusters
+    backups: Any = None  # flyops.fly.pgbackup.LiveBackups of the cluster (database.pitr), else None
+
 
 
 def read_live(stack: Stack, runner: FlyRunner) -> Live:
@@ -69,6 +71,10 @@ def read_live(stack: Stack, runner: FlyRunner) -> Live:
             live.mpg = value or []
             continue
         getattr(live, kind)[app] = value or []
+    if stack.database.source == "fly" and stack.database.pitr and stack.app_name(COMPONENT_DB) in live.apps:
+        from flyops.fly.pgbackup import read_live_backups
+
+        live.backups = read_live_backups(stack, runner)
     return live
 
 
@@ -187,7 +193,16 @@ def plan_mpg(stack: Stack, live: Live) -> list[Row]:
 
 def plan(stack: Stack, live: Live) -> list[Row]:
     return (plan_mpg(stack, live) + plan_apps(stack, live) + plan_volumes(stack, live) + plan_machines(stack, live)
-            + plan_secret_names(stack, live))
+            + plan_secret_names(stack, live) + plan_backups(stack, live))
+
+
+def plan_backups(stack: Stack, live: Live) -> list[Row]:
+    """Fly's point-in-time layer of the cluster (database.pitr), flyops/fly/pgbackup.py."""
+    from flyops.fly.pgbackup import plan_rows
+
+    db_app = stack.app_name(COMPONENT_DB)
+    return [Row("backups", COMPONENT_DB, db_app, target, action, detail)
+            for action, target, detail in plan_rows(stack, live.backups, db_exists=db_app in live.apps)]
 
 
 def pending(rows: list[Row]) -> list[Row]:

@@ -55,7 +55,7 @@ from flyops.secret import Secret
 from flyops.stack.envfile import EnvFile, env_path, load_env
 from flyops.stack.model import COMPONENT_DB, Stack
 
-Kind = Literal["database", "app", "volume", "attach", "secret"]
+Kind = Literal["database", "app", "volume", "attach", "secret", "backups"]
 PG_PASSWORD_KEY = "POSTGRES_PASSWORD"
 #: flypg/launcher.go setSecrets: the password `postgres create` prints is this app secret
 PG_OPERATOR_SECRET = "OPERATOR_PASSWORD"
@@ -128,6 +128,11 @@ def plan_up(stack: Stack, live: Live, secrets: SecretsPlan, *, have_password: bo
         from flyops.fly.plan import plan_mpg
 
         rows += [UpRow("database", r.component, r.app, r.target, r.action, r.detail) for r in plan_mpg(stack, live)]
+    if fly_db:  # Fly's point-in-time layer (database.pitr): flyops/fly/pgbackup.py
+        from flyops.fly.pgbackup import plan_rows
+
+        rows += [UpRow("backups", COMPONENT_DB, db_app, target, action, detail)
+                 for action, target, detail in plan_rows(stack, live.backups, db_exists=not missing_db)]
     for c in comps:
         rows.append(UpRow("app", c.name, c.app, c.app, "create" if c.name in missing else "keep"))
     for v in vols:
@@ -210,7 +215,8 @@ def create_cluster(stack: Stack, runner: FlyRunner, envfile: EnvFile, say: Calla
     exists, then our own wait for its checks."""
     db, db_app = stack.database, stack.app_name(COMPONENT_DB)
     call = fly.postgres_create(db_app, stack.project.org, stack.primary_region, cluster_size=db.cluster_size,
-                               vm_size=db.vm_size, volume_size_gb=db.volume_size_gb, detach=True)
+                               vm_size=db.vm_size, volume_size_gb=db.volume_size_gb, detach=True,
+                               enable_backups=db.pitr)
     try:
         out = runner.run(call)
     except FlyctlError:
@@ -354,6 +360,16 @@ def apply_up(
         for c in plan.attach:
             runner.run(fly.postgres_attach(db_app, stack.app_name(c), stack.database.name))
             res.attached.append(c)
+    # 3b. Fly's point-in-time backups of the cluster (database.pitr): enable, restart, config
+    if fly_pitr(stack):
+        from flyops.fly.pgbackup import plan_flex_backups as plan_backups
+
+        for step in plan_backups(stack.app_name(COMPONENT_DB), stack.database, plan.live.backups,
+                                 creating=plan.missing_db):
+            if step.calls:
+                say(f"point-in-time backups of {stack.app_name(COMPONENT_DB)}: {step.detail}")
+            for call in step.calls:
+                runner.run(call)
     # 4. secrets (need the apps): re-read the apps we just created so the plan sees them
     secrets = plan.secrets
     if plan.missing_apps and not runner.dry:
@@ -393,6 +409,10 @@ def ensure_mpg(plan: UpPlan, runner: FlyRunner, say: Callable[[str], None]) -> s
     if not runner.dry:
         mpg.wait_ready(runner, cid)
     return cid
+
+
+def fly_pitr(stack: Stack) -> bool:
+    return stack.database.source == "fly" and stack.database.pitr
 
 
 def undeployed(stack: Stack, runner: FlyRunner) -> list[str]:

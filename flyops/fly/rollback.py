@@ -304,6 +304,10 @@ def rollback_with_data(
     point = last_safe_point(stack, runner)
     out = DataRollback(stack.env, point, dry=runner.dry)
     targets = plan_rollback(stack, runner, app, to)
+    if point["kind"] == "time" and platform is None:  # the stack's own point-in-time layer, flex or mpg
+        from flyops.db.platform import platform_backups
+
+        platform = platform_backups(stack, load_env(stack.root, stack.env, must_exist=True), runner)
     if point["kind"] == "time" and platform is None:
         raise PreconditionFailed(
             f"the last deploy's safe point is the time {point['at']} (the database was over "
@@ -323,7 +327,7 @@ def rollback_with_data(
         return out
     envfile = load_env(stack.root, stack.env, must_exist=True)
     with deploy_lock(stack, runner, "rollback", "rollback --with-data"), \
-            from_stack.database_url(stack, envfile, runner if stack.database.source == "fly" else None) as url:
+            from_stack.database_url(stack, envfile, runner if stack.database.source in ("fly", "mpg") else None) as url:
         out.live = pgconn.dbname(url)
         if confirm is not None and confirm != out.live:
             raise BadInput(f"--confirm {confirm!r}: the live database of {stack.env} is {out.live!r}; nothing was changed",

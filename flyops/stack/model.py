@@ -317,6 +317,48 @@ class Database(_Model):
         """The Managed Postgres settings (flyctl's defaults where the stack sets none)."""
         return self.mpg or Mpg()
 
+    # Fly's point-in-time layer (flyops/fly/pgbackup.py): WAL archiving to Tigris, for source = "fly"
+    pitr: bool = False
+    pitr_archive_timeout: str = "60s"  # Go durations, as flexctl validates them (barman_config.go)
+    pitr_recovery_window: str = Field(default="7d", pattern=r"^\d+[dwy]$")
+    pitr_full_backup_frequency: str = "24h"
+    pitr_max_lag: str = "5m"  # db.verify --level fresh: the latest restorable time must be newer than this
+
+    @field_validator("pitr_archive_timeout", "pitr_full_backup_frequency")
+    @classmethod
+    def _go_duration(cls, v: str) -> str:
+        from flyops.units import go_duration_seconds
+
+        go_duration_seconds(v)
+        return v
+
+    _lag = field_validator("pitr_max_lag")(lambda cls, v: _check_duration(v))
+
+    @model_validator(mode="after")
+    def _pitr(self) -> Database:
+        from flyops.units import go_duration_seconds
+
+        if not self.pitr:
+            return self
+        if self.source == "url":
+            raise ValueError("pitr: Fly's point-in-time backups need source = \"fly\" (a DATABASE_URL has none)")
+        if go_duration_seconds(self.pitr_full_backup_frequency) < 3600:
+            raise ValueError("pitr_full_backup_frequency: at least 1h (flexctl refuses less)")
+        if self.source == "fly" and vm_memory_mb(self.vm_size) < 512:
+            raise ValueError(f"pitr: backups need a VM with at least 512 MB and vm_size {self.vm_size!r} has "
+                             f"{vm_memory_mb(self.vm_size)} MB (flyctl hasRequiredMemoryForBackup); "
+                             "use vm_size = \"shared-cpu-2x\" or larger")
+        return self
+
+
+
+def vm_memory_mb(size: str) -> int:
+    """A Fly VM size's default memory (fly-go machine_types.go MachinePresets: 256 MB per shared CPU, 2048 MB per performance CPU)."""
+    m = re.fullmatch(r"(shared-cpu|performance)-(\d+)x", size)
+    if not m:
+        return 0
+    return int(m.group(2)) * (256 if m.group(1) == "shared-cpu" else 2048)
+
 
 class BackupCopy(_Model):
     """A repository off the platform that every backup is copied to (`restic copy`): a folder on

@@ -170,9 +170,16 @@ def list_(ctx, env, json=False, on=None, ssh_key=None):
     envfile = load_env(root(), env, must_exist=True)
     repo = from_stack.repo_config(stack, envfile)
     rows = catalog.list_backups(repo, stack.env, host=host_for(on, ssh_key), retention=from_stack.retention(stack))
+    from flyops.db.platform import platform_backups, window_dict, window_line
+
+    platform = platform_backups(stack, envfile, runner_for(ctx))  # Fly's point-in-time layer, if the stack has one
+    window = platform.window() if platform is not None else None
     if json:
-        print_json({"env": stack.env, "repository": repo.location, "backups": rows})
+        print_json({"env": stack.env, "repository": repo.location, "backups": rows,
+                    **({"platform": window_dict(window)} if window else {})})
         return
+    if window is not None:
+        console().print(window_line(window), markup=False)
     if not rows:
         console().print(f"no complete backups of {stack.env} in {repo.location}")
         return
@@ -328,6 +335,13 @@ def verify(ctx, env, backup="latest", level="restore", max_age=None, json=False)
         max_age=seconds("--max-age", max_age, stack.backup.max_age if level == "fresh" else None),
         smoke_queries=stack.backup.smoke_queries, jobs=stack.backup.jobs,
     )
+    if level == "fresh":
+        from flyops.db.platform import check_platform_fresh, freshness_limits, platform_backups
+
+        platform = platform_backups(stack, envfile, runner_for(ctx))
+        if platform is not None:  # Fly's point-in-time layer must be fresh too
+            lag, full_age = freshness_limits(stack.database)
+            check_platform_fresh(result, platform.window(), max_lag=lag, max_full_age=full_age)
     if json:
         print_json(result.to_dict())
     else:

@@ -169,7 +169,7 @@ def postgres_list() -> Call:
 
 def postgres_create(
     name: str, org: str, region: str, *, cluster_size: int, vm_size: str, volume_size_gb: int,
-    image_ref: str | None = None, detach: bool = False,
+    image_ref: str | None = None, detach: bool = False, enable_backups: bool = False,
 ) -> Call:
     """Non-interactive: all three of size, VM and volume skip the configuration picker (§9).
     No --password: flyctl generates one and prints it; a password never goes into argv.
@@ -182,6 +182,8 @@ def postgres_create(
     ]
     if detach:
         args.append("--detach")
+    if enable_backups:  # create.go: a Tigris bucket and WAL archiving (flypg/tigris.go CreateTigrisBucket)
+        args.append("--enable-backups")
     if image_ref:
         args += ["--image-ref", image_ref]
     return _write(*args, config=True)  # flypg/launcher.go setSecrets -> appsecrets.Update

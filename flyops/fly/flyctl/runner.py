@@ -455,3 +455,6 @@ def parallel(calls: dict[Any, Callable[[], Any]], workers: int = 16) -> dict[Any
     with ThreadPoolExecutor(max_workers=min(workers, len(calls))) as pool:
         futures = {key: pool.submit(fn) for key, fn in calls.items()}
         return {key: f.result() for key, f in futures.items()}
+
+
+FlyRun = Callable[[Call], Any]  # FlyRunner.run / a stand-in of it: runs one flyctl call

@@ -220,8 +220,11 @@ def apps_destroy(home, opts, args):
         yes_required(opts)
     for name in args:
         with S.mutate(home) as st:
-            get_app(st, name)
+            gone = get_app(st, name)
             del st["apps"][name]
+        from . import pgbackup
+
+        pgbackup.on_destroy(home, gone)  # a cluster `postgres backup restore` made: its server goes too
         flyconfig.delete_minvers(name)  # apps/destroy.go: appsecrets.DeleteMinvers
         out(f"Destroyed app {name}")
     return 0
@@ -1437,6 +1440,9 @@ def pg_create(home, opts, args):
     password = opts.get("password") or _pw(15)
     image = opts.get("image-ref") or "flyio/postgres-flex:16.8"
     healthy = health_ok(name)
+    from . import pgbackup
+
+    pgbackup.check_create(opts, M.guest_from(vm)["memory_mb"])  # --enable-backups: fakefly/pgbackup.py
     with S.mutate(home) as st:
         org = resolve_org(st, opts)
         if name in st["apps"]:
@@ -1445,6 +1451,7 @@ def pg_create(home, opts, args):
         st["apps"][name] = app
         app["secrets"] = {k: S.secret_record(v) for k, v in {
             "OPERATOR_PASSWORD": password, "SU_PASSWORD": _pw(), "REPL_PASSWORD": _pw()}.items()}
+        bucket = pgbackup.on_create(st, app, opts, M.guest_from(vm)["memory_mb"])
         rel = M.new_release(app, image=image, reason="deploy", description="Deploy image", status="complete")
         cfg = {"app": name, "primary_region": region, "env": {"PRIMARY_REGION": region},
                "mounts": [{"source": "pg_data", "destination": "/data"}]}
@@ -1469,6 +1476,8 @@ def pg_create(home, opts, args):
     record_event(home, {"type": "postgres_create", "app": name, "region": region, "size": n})
     out(f"Creating postgres cluster in organization {org}")
     out("Creating app...")
+    if bucket:
+        out("Creating Tigris bucket for backup storage")
     out("Setting secrets on app " + name + "...")
     for i, mid in enumerate(ids):
         out(f"Provisioning {i + 1} of {n} machines with image {image}")
@@ -1829,4 +1838,5 @@ def tokens_create_org(home, opts, args):
 # ------------------------------------------------------------------ storage (fakefly/storage.py)
 
 from . import mpg as _mpg  # noqa: E402,F401  (registers `mpg *`: fakefly/mpg.py)
+from . import pgbackup as _pgbackup  # noqa: E402,F401 - registers `postgres backup ...` (fakefly/pgbackup.py)
 from . import storage  # noqa: E402,F401  registers `storage create|list|destroy`
