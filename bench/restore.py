@@ -11,16 +11,19 @@ readers follow as it grows: the table of contents, pre-data, then the data loade
 `--jobs`, the largest tables on different loaders by the manifest's row counts; a loader is
 started only for at least 10 % of the rows, so pgbench's dump has one); once the file is
 complete with the manifest's byte count, `pg_restore -j 2 --section=post-data` from the file;
-then ANALYZE with up to `--jobs` sessions, one relation each, largest first. All with
-`--no-owner --no-acl --exit-on-error`; its CREATE DATABASE is inside `restore()`, so in its time.
+then ANALYZE with up to `--jobs` sessions, one relation each, largest first; then the
+database's recorded settings. Owners and grants are kept (restore()'s default since issue 12), so
+bare keeps them too: `--exit-on-error` without `--no-owner --no-acl`, which would skip the
+ALTER ... OWNER and GRANT statements ours runs. Its CREATE DATABASE is inside `restore()`, so in its time.
 Bare (the baseline of the ratio) = what a person runs by hand, all timed: `createdb`, then
-`pg_restore` with the same flags and `-j 2` from a local `pg_dump -Fc -Z0` file of the same
+`pg_restore --exit-on-error -j 2` from a local `pg_dump -Fc -Z0` file of the same
 database, then `psql -c ANALYZE`. Goal: <= 1.15x.
 Context rows: bare `pg_restore -j 2` alone (into a database created untimed), the same from a
 default (gzip) `pg_dump -Fc` file, the fetch on its own (what ours overlaps with loading the
 data), ours with a single-session ANALYZE (as before the parallel one), and a control: ours
 with the dump's `restic dump` replaced by `cat` of the same bytes (what the fetch's restic
-process costs). `--lean` runs only bare, bare alone and ours (for large scales).
+process costs), and bare with `--no-owner --no-acl` (the baseline before owners and grants were
+kept). `--lean` runs only bare, bare alone, that one and ours (for large scales).
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ import common as c  # noqa: E402
 
 NAME = "restore"
 GOAL = 1.15
-FLAGS = ["--no-owner", "--no-acl", "--exit-on-error", "--jobs=2"]
+FLAGS = ["--exit-on-error", "--jobs=2"]  # owners and grants kept, as ours keeps them
+LESS = ["--no-owner", "--no-acl"]  # the old baseline's flags: no ALTER OWNER, no GRANT/REVOKE
 
 
 def main() -> None:
@@ -126,6 +130,9 @@ def run(args, pg, work: Path) -> None:
                                            lambda ci: ["pg_restore", *FLAGS, "-d", ci, str(z0)]),
         "ours `restore()`": ours(),
         alone: bare(z0, with_analyze=True),
+        "bare as before: `createdb` + `pg_restore --no-owner --no-acl -j 2` + ANALYZE":
+            lambda: c.timed_full_restore(pg, f"bare_{next(counter)}",
+                                         lambda ci: ["pg_restore", *LESS, *FLAGS, "-d", ci, str(z0)]),
     }
     if not args.lean:
         variants.update({
@@ -155,11 +162,11 @@ def run(args, pg, work: Path) -> None:
 Our `restore()` (new database; the dump's `restic dump` started beside the manifest's and checked against its
 SHA-256; data loaders following the file it writes, one for pgbench, post-data with `-j 2`
 from the complete file, ANALYZE with 2 sessions) against what a person runs by hand, all
-timed: `createdb`, `pg_restore --no-owner --no-acl --exit-on-error -j 2` from a local
+timed: `createdb`, `pg_restore --exit-on-error -j 2` (owners and grants kept, as ours) from a local
 `pg_dump -Fc -Z0` file, `psql -c ANALYZE`; on {c.dataset_label(args)} ({size} on disk; dump
 {c.mib(manifest['bytes'])}, gzip dump {c.mib(gz.stat().st_size)}). {args.runs} runs per variant,
-interleaved ABBA; seconds of wall time. Load average after the runs: {' '.join(load)} (2 cores
-shared with other work: see the analysis).
+interleaved ABBA; seconds of wall time. Load average (`uptime`) at the start: {facts['load average at start']},
+after the runs: {' '.join(load)} (2 cores shared with other work: see the analysis).
 
 **Result: ours / bare (`createdb` + `pg_restore -j 2` + ANALYZE) = {r:.2f}× (median), goal ≤ {GOAL}× — {verdict}.**
 Against `pg_restore -j 2` alone (no createdb, no ANALYZE): {r_alone:.2f}×.

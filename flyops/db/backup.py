@@ -112,7 +112,7 @@ trap 'exit 143' TERM INT HUP  # so that the EXIT trap runs when the session is e
 mkfifo "$work/sha.fifo" || exit 91
 sha256_of < "$work/sha.fifo" > "$work/sha" & sha_pid=$!
 export RESTIC_PROGRESS_FPS=2  # restic --json prints a status line (bytes_done) this often
-{{ while sleep 0.5; do
+{{ while sleep 0.5 </dev/null >/dev/null 2>&1; do  # a killed loop's sleep must not hold the script's pipes
     b=$(tail -c 1000 "$work/restic.out" 2>/dev/null | grep -o '"bytes_done":[0-9]*' | tail -n 1)
     [ -z "$b" ] || echo "@flyops-progress phase=dump bytes=${{b#*:}}" >&2
   done; }} & progress_pid=$!

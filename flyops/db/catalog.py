@@ -131,17 +131,26 @@ def find_backup(repo: Repo, env: str, ref: str, *, include_pre_restore: bool = F
     return cat[ref]["dump"], cat[ref]["manifest"]
 
 
-def fetch_manifest(repo: Repo, env: str, ref: str, *, include_pre_restore: bool = False) -> tuple[str, dict]:
+def fetch_manifest(repo: Repo, env: str, ref: str, *, include_pre_restore: bool = False,
+                   lock: bool = True) -> tuple[str, dict]:
     """(dump snapshot id, manifest) for an id or `latest` in `env`, with ONE restic run
     (`restic dump --tag ... latest /manifest.json`) where find_backup + read_json take two, each
     paying the repository's key derivation. The manifest is written only after its dump, so a
     manifest found means a complete backup; it names its dump snapshot. BadInput if none matches.
-    `latest` skips pre-restore backups unless `include_pre_restore`."""
+    `latest` skips pre-restore backups unless `include_pre_restore`.
+
+    lock=False: `--no-lock`, i.e. without restic's shared lock, whose creation waits 200 ms
+    (internal/restic/lock.go `NewLock`: create, sleep `waitBeforeLockCheck`, check again). The
+    lock only keeps data-removing commands (prune, forget: exclusive lock) away while it is held
+    (doc/design.rst "Locks", "Read and Write Ordering"); a read without it that meets a
+    concurrent prune fails (every blob is checked against its hash), it never returns other
+    bytes. For a read of a few KiB before anything is changed, that failure is a clean one."""
     if ref == "latest":
         tag_args = latest_tag_args("manifest", env, include_pre_restore)
     else:
         tag_args = ["--tag", f"{TAG},part=manifest,env={env},id={ref}"]
-    r = repo.run("dump", *tag_args, "latest", "/" + MANIFEST_FILE, what="dump manifest", check=False)
+    r = repo.run(*([] if lock else ["--no-lock"]), "dump", *tag_args, "latest", "/" + MANIFEST_FILE,
+                 what="dump manifest", check=False)
     if not r.ok:
         if "no snapshot found" in r.stderr:
             what = f"there is no complete backup of {env}" if ref == "latest" else \

@@ -157,8 +157,8 @@ def restore_script(fetch_argv: list[str] | None, expected_bytes: int, restore_ar
     `restic dump` (`fetch_argv`) writes the temp file, or a prefetch already does
     (`prefetched`: the token of `prefetch_script`, whose folder this script claims and
     removes). Readers follow the growing file (`tail -f --pid`):
-    `pg_restore -l` reads its table of contents and `--section=pre-data` creates the schema
-    from its head; then one `--section=data` loader per entry of `loaders` runs concurrently,
+    `pg_restore -l` reads its table of contents while `--section=pre-data` creates the schema
+    from its head (both at once); then one `--section=data` loader per entry of `loaders` runs concurrently,
     each skipping the others' tables (loader 0 takes everything not named for another). A
     custom archive restores from a stream in file order, so the big tables load in parallel
     while the rest of the file is still arriving. Once the fetch has ended and the file has the
@@ -169,7 +169,8 @@ def restore_script(fetch_argv: list[str] | None, expected_bytes: int, restore_ar
     every chunk against its SHA-256 id and MAC while it reads, and the manifest names the
     dump's snapshot, whose id chains to those chunk ids. A prefetch, which fetched "the newest
     dump" before the manifest said which one, and a drill do (`expected_sha256`): one more
-    reader hashes the growing file, and post-data runs only when the whole stream's SHA-256 is
+    reader hashes the growing file (reniced: it must only be done before post-data, and yields
+    the CPU to the loaders and the fetch meanwhile), and post-data runs only when the whole stream's SHA-256 is
     the manifest's (prints sha256; rc_restore=sha when it differs). Any failure stops the fetch
     and leaves only the new database, which the caller drops; the target is never touched.
     Prints rc_fetch (noprefetch: the prefetch never started), bytes, rc_list, rc_pre, rc_data
@@ -204,7 +205,10 @@ trap 'stop_fetch; [ -z "$progress_pid" ] || kill "$progress_pid" 2>/dev/null; rm
 trap 'exit 143' TERM INT HUP  # so that the EXIT trap runs when the session is ended (LocalHost, systemd)
 fetch_pid=$(cat "$work/fetch.pid") || exit 93
 phase() { echo "@flyops-progress phase=$1" >&2; }  # flyops.progress: for a terminal's status line
-{ while sleep 0.5; do echo "@flyops-progress fetched=$(stat -c %s "$work/dump" 2>/dev/null || echo 0)" >&2; done; } &
+# the loop's `sleep` gets no stdout/stderr: killed mid-sleep, the loop would otherwise leave it
+# holding the script's pipes, and the caller waits for their end (up to 0.5 s per restore)
+{ while sleep 0.5 </dev/null >/dev/null 2>&1; do
+    echo "@flyops-progress fetched=$(stat -c %s "$work/dump" 2>/dev/null || echo 0)" >&2; done; } &
 progress_pid=$!
 phase toc
 echo "t_start=$(cat "$work/fetch.t0")"
@@ -215,15 +219,20 @@ sha_matches() { [ -z "$expected_sha" ] || [ "$sha" = "$expected_sha" ]; }
     if expected_sha256:
         lines.append(SHA256_FUNCTION + f"""\
 expected_sha={shlex.quote(expected_sha256)}
-follow | sha256_of > "$work/sha" & sha_pid=$!
+# at a lower priority than the loaders and the fetch: the hash is needed only before post-data
+( renice -n 10 -p "$BASHPID" >/dev/null 2>&1; follow | sha256_of > "$work/sha" ) & sha_pid=$!
 """)
     lines.append(f"""\
+# the table of contents (for the loaders' lists) and the schema, both from the file's head, at once
+{{ follow | {shlex.join([*common, "--section=pre-data"])} 2> "$work/pre.err"; echo "${{PIPESTATUS[1]}}" > "$work/rc.pre"
+  echo "${{EPOCHREALTIME/,/.}}" > "$work/t.pre"; }} & pre_pid=$!
 follow | {shlex.join([common[0], "--list"])} > "$work/toc" 2> "$work/pg_restore.err"; rc_list=${{PIPESTATUS[1]}}
 echo "t_toc=${{EPOCHREALTIME/,/.}}"; phase schema
 rc_pre=skipped; rc_data=skipped
+wait "$pre_pid"  # a head --list cannot read fails pre-data too; a failed fetch ends both followers; cat "$work/pre.err" >> "$work/pg_restore.err" 2>/dev/null
 if [ "$rc_list" = 0 ]; then
-  follow | {shlex.join([*common, "--section=pre-data"])} 2>> "$work/pg_restore.err"; rc_pre=${{PIPESTATUS[1]}}
-  echo "t_schema=${{EPOCHREALTIME/,/.}}"; phase data
+  rc_pre=$(cat "$work/rc.pre" 2>/dev/null || echo lost)
+  echo "t_schema=$(cat "$work/t.pre")"; phase data
 fi
 : > "$work/others"
 """)
@@ -484,7 +493,12 @@ def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url:
         live = target_db is not None and _db_exists(admin, target_db)
         if prefetch and not live:  # a live target gets a pre-restore backup first: nothing to overlap
             speculative = Prefetch(repo, src_env, backup_ref, include_pre_restore)
-        dump_snapshot, manifest = fetch_manifest(repo, src_env, backup_ref, include_pre_restore=include_pre_restore)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="version") as pool:
+            version = pool.submit(client_version, host, tools.pg_restore)  # beside the manifest's restic run
+            # without restic's lock (fetch_manifest): nothing is changed before the manifest is read,
+            # and the dump's own fetch keeps its lock, so a prune still cannot run under the long read
+            dump_snapshot, manifest = fetch_manifest(repo, src_env, backup_ref, include_pre_restore=include_pre_restore,
+                                                     lock=False)
         if speculative is not None and not speculative.fits(manifest):
             speculative.close()
             speculative = None
@@ -501,7 +515,7 @@ def _restore(ref: str, *, env: str, repos: Mapping[str, RepoConfig], server_url:
                 f"{'; '.join(missing)}",
                 fix="install them on the target (e.g. postgresql-contrib of the backup's major, which ships every "
                     "older version's script), or update the extension on the source and take a new backup")
-        restore_major, _ = client_version(host, tools.pg_restore)
+        restore_major, _ = version.result()
         dump_major = int(str(manifest.get("pg_dump_version", "0")).split(".")[0] or 0)
         check_versions(restore_major, dump_major * 10000, tool="pg_restore")
         server_major = int(admin.execute("SHOW server_version_num").fetchone()[0]) // 10000
