@@ -231,30 +231,13 @@ class Phase:
         return {"name": self.name, "seconds": round(self.seconds, 4), "ok": self.ok, "detail": self.detail}
 
 
-@dataclass
-class DrillResult:
-    env: str
-    target: str
-    started_at: datetime
-    operator: str
-    selection: str
-    rto_target: float | None = None
-    rpo_target: float | None = None
-    finished_at: datetime | None = None
-    backup: dict = field(default_factory=dict)
-    fetched: dict = field(default_factory=dict)
-    restored: dict = field(default_factory=dict)
-    phases: list[Phase] = field(default_factory=list)
-    verification: VerifyResult | None = None
-    rto_measured: float | None = None
-    rpo_measured: float | None = None
-    error: str | None = None
-    error_code: ExitCode | None = None
-    interrupted: bool = False
-    kept: dict = field(default_factory=dict)
-    tools: dict = field(default_factory=dict)
-    reports: list[str] = field(default_factory=list)
-    recorded: str | None = None
+class DrillVerdict:
+    """What a drill's result decides from its fields, the same for the logical drill and the
+    point-in-time one (flyops.db.pitr_drill): targets met, outcome, exit code, the error raised.
+    Needs rto_/rpo_target and _measured, verification, error, error_code, interrupted, reports
+    and summary()."""
+
+    interrupted_text = "drill interrupted; everything it started was torn down."
 
     @property
     def rto_met(self) -> bool | None:
@@ -289,6 +272,48 @@ class DrillResult:
             return fixed[self.outcome]
         return self.error_code if self.error_code is not None else ExitCode.VERIFY_FAILED
 
+    def raise_for_outcome(self) -> None:
+        """The task's exit: nothing when passed, else the OpsError with the documented code."""
+        outcome, where = self.outcome, (" Reports: " + ", ".join(self.reports)) if self.reports else ""
+        if outcome == "passed":
+            return
+        if outcome == "interrupted":
+            raise Interrupted(f"{self.interrupted_text}{where}")
+        if outcome == "target_missed":
+            missed = [n for n, m in (("RTO", self.rto_met), ("RPO", self.rpo_met)) if m is False]
+            raise TargetMissed(f"{self.summary()}: restore verified but {' and '.join(missed)} missed.{where}",
+                               fix="see the phase timings in the report; raise --rto/--rpo or speed up that phase")
+        if self.verification is not None and not self.verification.ok and self.error is None:
+            failed = "; ".join(f"{c.name}: {c.detail}" for c in self.verification.failures())
+            raise VerificationFailed(f"{self.summary()}: {failed}.{where}")
+        raise OpsError(f"{self.summary()}: {self.error}.{where}", code=self.exit_code)
+
+
+@dataclass
+class DrillResult(DrillVerdict):
+    env: str
+    target: str
+    started_at: datetime
+    operator: str
+    selection: str
+    rto_target: float | None = None
+    rpo_target: float | None = None
+    finished_at: datetime | None = None
+    backup: dict = field(default_factory=dict)
+    fetched: dict = field(default_factory=dict)
+    restored: dict = field(default_factory=dict)
+    phases: list[Phase] = field(default_factory=list)
+    verification: VerifyResult | None = None
+    rto_measured: float | None = None
+    rpo_measured: float | None = None
+    error: str | None = None
+    error_code: ExitCode | None = None
+    interrupted: bool = False
+    kept: dict = field(default_factory=dict)
+    tools: dict = field(default_factory=dict)
+    reports: list[str] = field(default_factory=list)
+    recorded: str | None = None
+
     def summary(self) -> str:
         parts = [f"drill {self.outcome}"]
         if self.backup.get("id"):
@@ -300,22 +325,6 @@ class DrillResult:
             t = f", target {human_duration(self.rpo_target)}" if self.rpo_target is not None else ""
             parts.append(f"RPO {human_duration(self.rpo_measured)}{t}")
         return ", ".join(parts)
-
-    def raise_for_outcome(self) -> None:
-        """The task's exit: nothing when passed, else the OpsError with the documented code."""
-        outcome, where = self.outcome, (" Reports: " + ", ".join(self.reports)) if self.reports else ""
-        if outcome == "passed":
-            return
-        if outcome == "interrupted":
-            raise Interrupted(f"drill interrupted; everything it started was torn down.{where}")
-        if outcome == "target_missed":
-            missed = [n for n, m in (("RTO", self.rto_met), ("RPO", self.rpo_met)) if m is False]
-            raise TargetMissed(f"{self.summary()}: restore verified but {' and '.join(missed)} missed.{where}",
-                               fix="see the phase timings in the report; raise --rto/--rpo or speed up that phase")
-        if self.verification is not None and not self.verification.ok and self.error is None:
-            failed = "; ".join(f"{c.name}: {c.detail}" for c in self.verification.failures())
-            raise VerificationFailed(f"{self.summary()}: {failed}.{where}")
-        raise OpsError(f"{self.summary()}: {self.error}.{where}", code=self.exit_code)
 
     def to_dict(self) -> dict:
         def iso(d: datetime | None) -> str | None:

@@ -50,18 +50,15 @@ from typing import Any
 import psycopg
 
 from flyops.db import pgconn
-from flyops.db.drill import Phase
+from flyops.db.drill import DrillVerdict, Phase
 from flyops.db.manifest import compare_facts, database_facts
 from flyops.db.report import default_report_base, write_reports
 from flyops.db.verify import Check, VerifyResult
 from flyops.errors import (
     BadInput,
     ExitCode,
-    Interrupted,
     OpsError,
     PreconditionFailed,
-    TargetMissed,
-    VerificationFailed,
 )
 from flyops.fly.pitr import PlatformBackups, RestoredCluster, RestoreWindow
 from flyops.procs import Signals, operator
@@ -97,7 +94,7 @@ def _iso(d: datetime | None) -> str | None:
 
 
 @dataclass
-class PitrDrillResult:
+class PitrDrillResult(DrillVerdict):
     env: str
     product: str
     cluster: str
@@ -123,30 +120,7 @@ class PitrDrillResult:
     interrupted: bool = False
     reports: list[str] = field(default_factory=list)
 
-    @property
-    def rto_met(self) -> bool | None:
-        return None if self.rto_target is None or self.rto_measured is None else self.rto_measured <= self.rto_target
-
-    @property
-    def rpo_met(self) -> bool | None:
-        return None if self.rpo_target is None or self.rpo_measured is None else self.rpo_measured <= self.rpo_target
-
-    @property
-    def outcome(self) -> str:
-        if self.interrupted:
-            return "interrupted"
-        if self.error is not None or self.verification is None or not self.verification.ok:
-            return "failed"
-        if self.rto_met is False or self.rpo_met is False:
-            return "target_missed"
-        return "passed"
-
-    @property
-    def exit_code(self) -> ExitCode:
-        fixed = {"interrupted": ExitCode.INTERRUPTED, "target_missed": ExitCode.TARGET_MISSED, "passed": ExitCode.OK}
-        if self.outcome in fixed:
-            return fixed[self.outcome]
-        return self.error_code if self.error_code is not None else ExitCode.VERIFY_FAILED
+    interrupted_text = "point-in-time drill interrupted; the restored cluster was destroyed."
 
     def summary(self) -> str:
         parts = [f"point-in-time drill {self.outcome}", f"{self.product} {self.cluster} at {_iso(self.requested_at) or 'latest'}"]
@@ -154,19 +128,6 @@ class PitrDrillResult:
             parts.append(f"RTO {human_duration(self.rto_measured, precision=2)}")
         parts.append(f"RPO {human_duration(self.rpo_measured)}" if self.rpo_measured is not None else "RPO not measured")
         return ", ".join(parts)
-
-    def raise_for_outcome(self) -> None:
-        where = (" Reports: " + ", ".join(self.reports)) if self.reports else ""
-        if self.outcome == "passed":
-            return
-        if self.outcome == "interrupted":
-            raise Interrupted(f"point-in-time drill interrupted; the restored cluster was destroyed.{where}")
-        if self.outcome == "target_missed":
-            raise TargetMissed(f"{self.summary()}: restore verified but a target was missed.{where}")
-        if self.error is None and self.verification is not None:
-            failed = "; ".join(f"{c.name}: {c.detail}" for c in self.verification.failures())
-            raise VerificationFailed(f"{self.summary()}: {failed}.{where}")
-        raise OpsError(f"{self.summary()}: {self.error}.{where}", code=self.exit_code)
 
     def to_dict(self) -> dict:
         w = self.window

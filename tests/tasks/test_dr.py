@@ -2,6 +2,7 @@
 
 import json
 import os
+import tempfile
 
 import pytest
 
@@ -11,14 +12,16 @@ from tests.tasks.conftest import STAGING_VALUES
 
 
 def _scratch_clusters() -> set[str]:
-    """Scratch cluster folders in use by a process or present in the temp folder."""
-    found = {p for p in os.listdir("/tmp") if p.startswith("flyops-pg-")}
+    """Scratch cluster folders in use by a process or present in the temp folder (this run's
+    TMPDIR, which the demo inherits: another test run on the machine has its own)."""
+    tmp = tempfile.gettempdir()
+    found = {p for p in os.listdir(tmp) if p.startswith("flyops-pg-")}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
         except OSError:
             continue
-        found |= {w.split("/")[2] for w in cmd.split("\0") if w.startswith("/tmp/flyops-pg-")}
+        found |= {w[len(tmp) + 1:].split("/")[0] for w in cmd.split("\0") if w.startswith(f"{tmp}/flyops-pg-")}
     return found
 
 
