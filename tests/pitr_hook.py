@@ -21,6 +21,12 @@ it again (walReplayAndReset stops its recovery postgres; the machine then boots 
 (H/pitr/restored/<NEW>.json, with the hook's pid) is written before the server exists, so
 `destroy` can always clean up: it kills a restore still running, stops the server, removes its
 data and the mapping. A restore that fails (or is interrupted) removes what it made itself.
+
+`--product mpg` (the stand-in's `fly mpg restore`, tests/fakefly/fakefly/mpg.py): the source is
+the cluster id; its base backups are the cluster's `backups` in the stand-in's state (a test adds
+each `backup` this hook took, with its `_path`); `--at backup:ID` restores that base backup to its
+consistent point; the new cluster keeps the source's credentials (as the stand-in copies them), and
+it is reached at `<its direct IP>:5432`, the key `fly mpg proxy` looks up.
 """
 
 from __future__ import annotations
@@ -155,17 +161,39 @@ def _pick(backups: list[dict], at: str) -> dict:
     return max(before, key=lambda b: _barman_time(b["end_time"])) if before else done[0]
 
 
-def restore(home: Path, source: str, target: str, at: str) -> None:
+def _mpg_catalogue(st: dict, cluster_id: str) -> list[dict]:
+    """The stand-in's MPG backups in the shape _pick reads (barman's fields)."""
+    c = ((st.get("mpg") or {}).get("clusters") or {}).get(cluster_id) or {}
+    out = []
+    for b in c.get("backups") or []:
+        stop = datetime.fromisoformat(b["stop"].replace("Z", "+00:00"))
+        out.append({"backup_id": b["id"], "status": "DONE" if b["status"] == "completed" else b["status"],
+                    "end_time": stop.replace(tzinfo=None).ctime(), "_path": b.get("_path")})
+    return out
+
+
+def _service_key(st: dict, product: str, target: str) -> str:
+    if product == "mpg":
+        return f"{st['mpg']['clusters'][target]['direct']}:{PORT}"
+    return f"{target}.internal:{PORT}"
+
+
+def restore(home: Path, source: str, target: str, at: str, product: str = "flex") -> None:
     src = _source(home, source)
     st = S.load(home)
-    catalogue = ((st["apps"].get(source) or {}).get("pg_backups") or {}).get("backups") or []
+    if product == "mpg":
+        catalogue = _mpg_catalogue(st, source)
+        at = "name:" + at[len("backup:"):] if at.startswith("backup:") else at
+    else:
+        catalogue = ((st["apps"].get(source) or {}).get("pg_backups") or {}).get("backups") or []
     chosen = _pick(catalogue, at)
     work = Path(tempfile.mkdtemp(prefix=f"pitr-{target}-", dir=src.get("restore_root")))
     record = home / "pitr" / "restored" / f"{target}.json"
     record.parent.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     info = {"pid": os.getpid(), "dir": str(work), "port": port, "bindir": src["bindir"], "run_as": src.get("run_as"),
-            "source": source, "at": at, "base_backup": chosen["backup_id"]}
+            "source": source, "at": at, "base_backup": chosen["backup_id"],
+            "service": _service_key(st, product, target)}
     record.write_text(json.dumps(info))
     try:
         _recover(home, src, info, chosen, at, target)
@@ -218,7 +246,7 @@ def _recover(home: Path, src: dict, info: dict, chosen: dict, at: str, target: s
     # walReplayAndReset stops the recovery postgres; the machine then starts it normally
     _run(run_as, [pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], cwd=str(work))
     _run(run_as, [pg_ctl, "-D", str(data), "-l", str(log), "-w", "-t", "60", "start"], cwd=str(work))
-    _services(home, f"{target}.internal:{PORT}", f"127.0.0.1:{info['port']}")
+    _services(home, info["service"], f"127.0.0.1:{info['port']}")
 
 
 # -- destroy -----------------------------------------------------------------------------------
@@ -247,7 +275,7 @@ def _teardown(home: Path, target: str, info: dict) -> None:
             break
         time.sleep(0.05)
     shutil.rmtree(work, ignore_errors=True)
-    _services(home, f"{target}.internal:{PORT}", None)
+    _services(home, info.get("service") or f"{target}.internal:{PORT}", None)
     (home / "pitr" / "restored" / f"{target}.json").unlink(missing_ok=True)
 
 
@@ -271,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         if a.action == "restore":
-            restore(home, a.source, a.target, a.at)
+            restore(home, a.source, a.target, a.at, a.product)
         elif a.action == "destroy":
             destroy(home, a.target)
         else:

@@ -242,8 +242,7 @@ def run_pitr_drill(*, env: str, backups: PlatformBackups, new_name: str, at: dat
     """One point-in-time drill; never raises for its outcome (`raise_for_outcome()` does).
     manifests: the logical backups' manifests (for the comparison), newest first or any order."""
     started = now or datetime.now(UTC)
-    product = getattr(backups, "product", "?")
-    cluster = getattr(backups, "app", None) or getattr(backups, "cluster", "?")
+    product, cluster = backups.product, backups.cluster
     res = PitrDrillResult(env=env, product=product, cluster=str(cluster), started_at=started, operator=operator(),
                           selection=selection, requested_at=at, rto_target=rto, rpo_target=rpo, database=database)
     restored: RestoredCluster | None = None

@@ -220,7 +220,7 @@ def wait_ready(runner: FlyRunner, cluster_id: str, *, timeout: float = READY_TIM
 
 def cluster_status(runner: FlyRunner, cluster_id: str) -> dict[str, Any]:
     """`mpg status --json` with its credentials masked in this process before anything else."""
-    got = runner.json(status(cluster_id)) or {}
+    got = runner.json(status(cluster_id), with_secrets=True) or {}  # a second read must see the password too
     creds = got.get("credentials") or {}
     runner.add_masks([Secret(v) for v in (creds.get("password"), creds.get("pgbouncer_uri")) if v])
     return got
@@ -280,6 +280,12 @@ def restore_window(cluster_id: str, backups: list[dict[str, Any]]) -> RestoreWin
 
 class MpgBackups:
     """`PlatformBackups` for one Managed Postgres cluster (flyops/fly/pitr.py)."""
+
+    product = "mpg"
+
+    @property
+    def cluster(self) -> str:
+        return self.cluster_id
 
     def __init__(self, runner: FlyRunner, cluster_id: str, *, org: str, ready_timeout: float = READY_TIMEOUT,
                  interval: float = 2.0):

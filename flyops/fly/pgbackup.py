@@ -295,6 +295,10 @@ class FlexBackups:
 
     product = "flex"
 
+    @property
+    def cluster(self) -> str:
+        return self.app
+
     def __init__(self, *, app: str, run: FlyRun, spawn: Callable[[Call], Any],
                  source_url: Callable[[], AbstractContextManager[Secret]] | None = None,
                  mask: Callable[[list[Secret]], None] | None = None, inclusive: bool = True) -> None:

@@ -44,6 +44,9 @@ class RestoredCluster:
 
 
 class PlatformBackups(Protocol):
+    product: str  # "flex" | "mpg"
+    cluster: str  # the app (flex) or cluster id (mpg) whose backups these are
+
     def window(self) -> RestoreWindow: ...
 
     def restore(self, *, at: datetime | None, new_name: str) -> RestoredCluster: ...

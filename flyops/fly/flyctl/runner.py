@@ -106,11 +106,15 @@ def _error_line(stderr: str) -> str:
 
 @dataclass
 class Result:
-    stdout: str
+    stdout: str  # with every known secret masked: safe to print, log or keep
     stderr: str
     rc: int
     seconds: float
     dry: bool = False
+    #: stdout as flyctl printed it, for the few callers that must read a secret out of it
+    #: (`mpg status --json` credentials): masking would turn a value already known into ********
+    #: (a plain string kept out of repr, not a Secret: registering every output would mask it in every log)
+    raw_stdout: str | None = field(default=None, repr=False)
 
     def json(self) -> Any:
         text = self.stdout.strip()
@@ -237,7 +241,7 @@ class FlyRunner:
             if REFUSED.search(_error_line(stderr)):
                 raise TokenRefused(call, rc, stderr, shown)
             raise FlyctlError(call, rc, stderr, shown)
-        return Result(stdout, stderr, rc, seconds)
+        return Result(stdout, stderr, rc, seconds, raw_stdout=proc.stdout.decode("utf-8", "replace"))
 
     def run_command(self, argv: list[str], *, env: dict[str, str], cwd: Path, timeout: float) -> Result:
         """Run a program of the user's (a `[hooks]` command) the way flyctl calls are run: masked
@@ -260,12 +264,16 @@ class FlyRunner:
         return Result(redact(proc.stdout.decode("utf-8", "replace"), self.masks),
                       redact(proc.stderr.decode("utf-8", "replace"), self.masks), proc.exit_code, seconds)
 
-    def json(self, call: Call) -> Any:
+    def json(self, call: Call, *, with_secrets: bool = False) -> Any:
+        """The call's JSON output. `with_secrets`: parsed from what flyctl printed, unmasked; the
+        caller must register the secrets it reads (add_masks) and never print the data."""
         if not call.json:
             raise ValueError(f"{self.shown(call)} does not ask for --json; tables are never parsed")
         result = self.run(call)
         if result.dry:
             return None
+        if with_secrets and result.raw_stdout is not None:
+            result = Result(result.raw_stdout, result.stderr, result.rc, result.seconds)
         try:
             return result.json()
         except json.JSONDecodeError as exc:
