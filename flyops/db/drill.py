@@ -432,7 +432,7 @@ def run_drill(*, env: str, repo_config: RepoConfig, backup: str = "latest", targ
                 work = Path(tempfile.mkdtemp(prefix="flyops-drill-", dir=str(work_dir) if work_dir else None))
                 t_rto = time.monotonic()
 
-                with _phase(result, "provision", progress, signals) as ph:
+                with timed_phase(result, "provision", progress, signals) as ph:
                     provisioned = True
                     facts = target.provision(manifest, work)
                     ph.detail = facts.get("target", "")
@@ -443,7 +443,7 @@ def run_drill(*, env: str, repo_config: RepoConfig, backup: str = "latest", targ
                                        "roles_created": facts.get("roles_created", [])}
                 db_url = pgconn.with_dbname(server_url, db)
 
-                with _phase(result, "restore", progress, signals) as ph:
+                with timed_phase(result, "restore", progress, signals) as ph:
                     script = manifest_restore_script(repo, dump_snap["id"], manifest, tools, db_url, jobs,
                                                      expected_sha256=manifest["sha256"])
                     r = repo.host.run_script(f"export TMPDIR={shlex.quote(str(work))}\n" + script,
@@ -472,7 +472,7 @@ def run_drill(*, env: str, repo_config: RepoConfig, backup: str = "latest", targ
                                  f"{t.get('post', 0):.1f} s (pg_restore --exit-on-error, owners and grants kept, "
                                  f"post-data -j {jobs}); then ANALYZE and the database's settings and ACL")
 
-                with _phase(result, "verify", progress, signals) as ph:
+                with timed_phase(result, "verify", progress, signals) as ph:
                     v = VerifyResult(level="restore", env=env, backup_id=manifest["id"],
                                      started_at=started.strftime("%Y-%m-%dT%H:%M:%SZ"))
                     v.checks.append(Check("integrity", True, "fetched dump SHA-256 matches the manifest"))
@@ -526,7 +526,8 @@ def ph_restore_detail(result: DrillResult) -> str:
 
 
 @contextlib.contextmanager
-def _phase(result: DrillResult, name: str, progress: _Progress, signals: Signals) -> Iterator[Phase]:
+def timed_phase(result: DrillVerdict, name: str, progress: Any, signals: Signals) -> Iterator[Phase]:
+    """One phase of a drill (logical or point-in-time): timed, recorded in result.phases, failed on any exception."""
     signals.check()
     ph = Phase(name)
     result.phases.append(ph)

@@ -37,7 +37,6 @@ request, so only commit times at or before min(T, request time) count.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import tempfile
 import time
@@ -50,7 +49,7 @@ from typing import Any
 import psycopg
 
 from flyops.db import pgconn
-from flyops.db.drill import DrillVerdict, Phase
+from flyops.db.drill import DrillVerdict, Phase, timed_phase
 from flyops.db.manifest import compare_facts, database_facts
 from flyops.db.report import default_report_base, write_reports
 from flyops.db.verify import Check, VerifyResult
@@ -250,7 +249,7 @@ def run_pitr_drill(*, env: str, backups: PlatformBackups, new_name: str, at: dat
     with Signals() as signals:
         try:
             try:
-                with _phase(res, "window", signals) as ph:
+                with timed_phase(res, "window", _no_progress, signals) as ph:
                     w = backups.window()
                     res.window = w
                     res.cluster = w.cluster
@@ -259,14 +258,14 @@ def run_pitr_drill(*, env: str, backups: PlatformBackups, new_name: str, at: dat
                     _check_in_window(w, at)
                 t_rto = time.monotonic()
                 requested = datetime.now(UTC)
-                with _phase(res, "restore", signals) as ph:
+                with timed_phase(res, "restore", _no_progress, signals) as ph:
                     asked = True  # from the request on, teardown destroys new_name (absent is fine)
                     restored = backups.restore(at=at, new_name=new_name)
                     res.restored_name = restored.name
                     at = restored.requested_at if restored.requested_at is not None else at  # as the platform took it
                     res.requested_at = at
                     ph.detail = f"{product} restore into {restored.name} (a new cluster)"
-                with _phase(res, "verify", signals) as ph:
+                with timed_phase(res, "verify", _no_progress, signals) as ph:
                     v = VerifyResult(level="pitr", env=env, backup_id=f"{product}:{res.cluster}",
                                      started_at=started.strftime("%Y-%m-%dT%H:%M:%SZ"))
                     res.verification = v
@@ -341,22 +340,10 @@ def _verify(res: PitrDrillResult, v: VerifyResult, server_url: Secret, at: datet
     v.checks.append(Check("rpo", True, f"newest transaction {_iso(ts)} ({how})" if ts else how))
 
 
-@contextlib.contextmanager
-def _phase(res: PitrDrillResult, name: str, signals: Signals):
-    signals.check()
-    ph = Phase(name)
-    res.phases.append(ph)
-    t0 = time.monotonic()
-    try:
-        yield ph
-        ph.ok = ph.ok or name != "verify"
-    except BaseException as e:
-        ph.ok = False
-        ph.detail = ph.detail or (getattr(e, "message", None) or type(e).__name__)[:300]
-        raise
-    finally:
-        ph.seconds = time.monotonic() - t0
-    signals.check()
+
+
+def _no_progress(**event: Any) -> None:
+    """The point-in-time drill reports its phases in the result only."""
 
 
 def _teardown(res: PitrDrillResult, backups: PlatformBackups, restored: RestoredCluster | None) -> None:
