@@ -168,14 +168,19 @@ def restore_script(fetch_argv: list[str] | None, expected_bytes: int, restore_ar
     `db.restore` of an exact snapshot does not hash the fetched bytes again: restic checks
     every chunk against its SHA-256 id and MAC while it reads, and the manifest names the
     dump's snapshot, whose id chains to those chunk ids. A prefetch, which fetched "the newest
-    dump" before the manifest said which one, and a drill do (`expected_sha256`): one more
-    reader hashes the growing file (reniced: it must only be done before post-data, and yields
-    the CPU to the loaders and the fetch meanwhile), and post-data runs only when the whole stream's SHA-256 is
-    the manifest's (prints sha256; rc_restore=sha when it differs). Any failure stops the fetch
+    dump" before the manifest said which one, and a drill do (`expected_sha256`): once the
+    fetch has ended, the complete file is hashed from disk beside the data loaders (reniced;
+    it must only be done before post-data), and post-data runs only when the whole stream's
+    SHA-256 is the manifest's (prints sha256; rc_restore=sha when it differs). Hashing the file
+    rather than following it as it grows saves a pipe: on this machine every pipe a 1.9 GiB
+    dump goes through costs about 2 s of system CPU, which the server's COPY competes for
+    (bench/results/restore_hash.md; 2.3 s later data at pgbench scale 200). The cost is on a
+    fetch slower than the loaders: post-data then waits for the hash (about 0.65 s per GiB
+    with `openssl`). Any failure stops the fetch
     and leaves only the new database, which the caller drops; the target is never touched.
     Prints rc_fetch (noprefetch: the prefetch never started), bytes, rc_list, rc_pre, rc_data
     (first non-zero loader), rc_restore, and t_start (when the fetch started), t_toc,
-    t_schema, t_fetched (when restic exited), t_data, t_post: when each phase ended
+    t_schema, t_fetched (when restic exited), t_data, t_hashed, t_post: when each phase ended
     (`phase_times`).
     """
     if (fetch_argv is None) == (prefetched is None):
@@ -219,8 +224,13 @@ sha_matches() { [ -z "$expected_sha" ] || [ "$sha" = "$expected_sha" ]; }
     if expected_sha256:
         lines.append(SHA256_FUNCTION + f"""\
 expected_sha={shlex.quote(expected_sha256)}
-# at a lower priority than the loaders and the fetch: the hash is needed only before post-data
-( renice -n 10 -p "$BASHPID" >/dev/null 2>&1; follow | sha256_of > "$work/sha" ) & sha_pid=$!
+# the complete file, from disk (no pipe), once the fetch ended; at a lower priority than the
+# loaders: the hash is needed only before post-data
+( renice -n 10 -p "$BASHPID" >/dev/null 2>&1
+  while [ ! -e "$work/fetch.rc" ] && kill -0 "$fetch_pid" 2>/dev/null; do sleep 0.05; done
+  n=0; while [ ! -e "$work/fetch.rc" ] && [ "$n" -lt 100 ]; do sleep 0.05; n=$((n+1)); done
+  if [ "$(cat "$work/fetch.rc" 2>/dev/null)" = 0 ]; then sha256_of < "$work/dump" > "$work/sha"; fi
+  echo "${{EPOCHREALTIME/,/.}}" > "$work/t.hashed" ) & sha_pid=$!
 """)
     lines.append(f"""\
 # the table of contents (for the loaders' lists) and the schema, both from the file's head, at once
@@ -271,7 +281,8 @@ n=0; while [ ! -e "$work/fetch.rc" ] && [ "$n" -lt 100 ]; do sleep 0.05; n=$((n+
 rc_fetch=$(cat "$work/fetch.rc" 2>/dev/null || echo lost)
 echo "t_fetched=$(cat "$work/fetch.end" 2>/dev/null)"
 bytes=$(stat -c %s "$work/dump")
-[ -z "${{sha_pid:-}}" ] || {{ wait "$sha_pid"; sha=$(cat "$work/sha"); echo "sha256=$sha"; }}
+[ -z "${{sha_pid:-}}" ] || {{ wait "$sha_pid"; sha=$(cat "$work/sha" 2>/dev/null); echo "sha256=$sha"
+                             echo "t_hashed=$(cat "$work/t.hashed" 2>/dev/null)"; }}
 echo "rc_fetch=$rc_fetch"
 echo "bytes=$bytes"
 echo "rc_list=$rc_list"
@@ -370,7 +381,7 @@ class Prefetch:
 
 
 PHASES = {"toc": "table of contents read", "schema": "schema created", "fetched": "fetch complete",
-          "data": "data loaded", "post": "indexes and constraints built"}
+          "hashed": "stream hashed", "data": "data loaded", "post": "indexes and constraints built"}
 
 
 def phase_times(out: Mapping[str, str]) -> dict[str, float]:

@@ -192,9 +192,12 @@ def test_restore_follows_a_prefetch_started_before_the_manifest_was_read(pg, two
     r = restore("latest", env="staging", repos={"staging": repo}, server_url=pg.url("postgres"), jobs=2)
     assert r["prefetched"] is True and r["backup_id"] == m["id"]
     assert r["stream_sha256"] == m["sha256"]  # `latest` was a guess: the stream was checked
+    # from the complete file, once restic had exited, and before post-data (which needs the verdict)
+    assert r["phases"]["fetched"] <= r["phases"]["hashed"] <= r["phases"]["post"]
     assert fingerprints(pg.url(r["database"]).reveal()) == fingerprints(pg.url(two_tables_db).reveal())
     by_id = restore(m["id"], env="staging", repos={"staging": repo}, server_url=pg.url("postgres"), jobs=2)
     assert by_id["prefetched"] is True and by_id["stream_sha256"] is None  # an id is exact: restic's checks suffice
+    assert "hashed" not in by_id["phases"]
     assert fingerprints(pg.url(by_id["database"]).reveal()) == fingerprints(pg.url(two_tables_db).reveal())
     assert _leftovers(private_tmp, repo.location) == ([], [])
 
