@@ -66,9 +66,42 @@ def parse_args(description: str, *, runs: int = 3, extra: Callable[[argparse.Arg
     p.add_argument("--out", type=Path, default=None,
                    help="where to write the Markdown result (default bench/results/<name>.md at scale >= "
                         f"{RECORDED_SCALE}, a temp folder otherwise)")
+    p.add_argument("--split-cpus", action="store_true",
+                   help="pin the PostgreSQL server to the last CPU and this benchmark (and every client tool it "
+                        "starts: pg_restore, restic, ...) to the others, as when the client runs on another "
+                        "machine than the server (db.restore from a laptop or CI against Fly Postgres)")
     if extra:
         extra(p)
     return p.parse_args()
+
+
+#: set by `split_cpus`: which CPUs the server and the clients were pinned to, for machine_facts
+CPU_SPLIT: str | None = None
+
+
+def _server_pids(pg: ScratchCluster) -> list[int]:
+    """The postmaster (first line of postmaster.pid) and its children (/proc/<pid>/stat ppid)."""
+    master = int((pg.datadir / "postmaster.pid").read_text().split()[0])
+    pids = [master]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == master:
+                pids.append(int(stat.parent.name))
+    return pids
+
+
+def split_cpus(pg: ScratchCluster) -> None:
+    """Server on the last CPU, this process (and so every child it starts afterwards) on the
+    others. Backends fork from the postmaster, so they inherit its CPU (sched_setaffinity(2))."""
+    global CPU_SPLIT
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--split-cpus needs at least 2 CPUs")
+    server, clients = {cpus[-1]}, set(cpus[:-1])
+    for pid in _server_pids(pg):
+        os.sched_setaffinity(pid, server)
+    os.sched_setaffinity(0, clients)
+    CPU_SPLIT = f"server on CPU {cpus[-1]}, clients on CPU {','.join(map(str, sorted(clients)))} (--split-cpus)"
 
 
 def main_with_cluster(name: str, description: str, run: Callable[..., None], *, runs: int = 3,
@@ -79,6 +112,8 @@ def main_with_cluster(name: str, description: str, run: Callable[..., None], *, 
     with workdir(name) as work:
         pg = start_cluster()
         try:
+            if getattr(args, "split_cpus", False):
+                split_cpus(pg)
             run(args, pg, work)
         finally:
             pg.stop()
@@ -130,6 +165,8 @@ def machine_facts(pg: ScratchCluster | None = None) -> dict[str, str]:
         "python": platform.python_version(),
         "flyops commit": _first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
     }
+    if CPU_SPLIT:
+        facts["cpus used"] = CPU_SPLIT
     if pg is not None:
         facts["server"] = pg.psql("SELECT version()").split(",")[0]
         facts["server settings"] = ("scratch cluster: fsync=off, synchronous_commit=off, full_page_writes=off, "
