@@ -234,8 +234,8 @@ class Phase:
 class DrillVerdict:
     """What a drill's result decides from its fields, the same for the logical drill and the
     point-in-time one (flyops.db.pitr_drill): targets met, outcome, exit code, the error raised.
-    Needs rto_/rpo_target and _measured, verification, error, error_code, interrupted, reports
-    and summary()."""
+    Needs rto_/rpo_target and _measured, verification, error, error_code, interrupted, phases,
+    reports and summary()."""
 
     interrupted_text = "drill interrupted; everything it started was torn down."
 
@@ -271,6 +271,19 @@ class DrillVerdict:
         if self.outcome in fixed:
             return fixed[self.outcome]
         return self.error_code if self.error_code is not None else ExitCode.VERIFY_FAILED
+
+    def verdict_dict(self) -> dict:
+        """The JSON fields both drills report the same way: phases, RTO and RPO against their
+        targets, the verification, the outcome, its exit code and the error."""
+        return {
+            "phases": [p.to_dict() for p in self.phases],
+            "rto": {"measured_s": _round(self.rto_measured), "target_s": self.rto_target, "met": self.rto_met},
+            "rpo": {"measured_s": _round(self.rpo_measured), "target_s": self.rpo_target, "met": self.rpo_met},
+            "verification": self.verification.to_dict() if self.verification else {},
+            "outcome": self.outcome,
+            "exit_code": int(self.exit_code),
+            "error": self.error,
+        }
 
     def raise_for_outcome(self) -> None:
         """The task's exit: nothing when passed, else the OpsError with the documented code."""
@@ -340,13 +353,7 @@ class DrillResult(DrillVerdict):
             "backup": {**self.backup, "selection": self.selection},
             "fetched": self.fetched,
             "restored": self.restored,
-            "phases": [p.to_dict() for p in self.phases],
-            "rto": {"measured_s": _round(self.rto_measured), "target_s": self.rto_target, "met": self.rto_met},
-            "rpo": {"measured_s": _round(self.rpo_measured), "target_s": self.rpo_target, "met": self.rpo_met},
-            "verification": self.verification.to_dict() if self.verification else {},
-            "outcome": self.outcome,
-            "exit_code": int(self.exit_code),
-            "error": self.error,
+            **self.verdict_dict(),
             "kept": self.kept or False,
             "tools": self.tools,
             "recorded": self.recorded,

@@ -149,19 +149,9 @@ class PitrDrillResult(DrillVerdict):
                 "restored_cluster": self.restored_name, "compared_with": self.compared_with,
                 "newest_commit": _iso(self.newest_commit), "rpo_source": self.rpo_source,
             },
-            "phases": [p.to_dict() for p in self.phases],
-            "rto": {"measured_s": _r(self.rto_measured), "target_s": self.rto_target, "met": self.rto_met},
-            "rpo": {"measured_s": _r(self.rpo_measured), "target_s": self.rpo_target, "met": self.rpo_met},
-            "verification": self.verification.to_dict() if self.verification else {},
-            "outcome": self.outcome,
-            "exit_code": int(self.exit_code),
-            "error": self.error,
+            **self.verdict_dict(),
             "kept": False,
         }
-
-
-def _r(v: float | None) -> float | None:
-    return None if v is None else round(v, 4)
 
 
 # -- RPO: the newest transaction in the restored database ------------------------------------
