@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from flyops.fly.flyctl.runner import FlyRunner
 from tests.helpers import REPO, copy_stack, set_safe_point
 
 FLYCTL = REPO / "tests" / "fakefly" / "flyctl"
@@ -65,6 +66,14 @@ class DeployEnv:
 
     def environ(self, **extra: str) -> dict[str, str]:
         return {**self.base_env, **{k: str(v) for k, v in extra.items()}}
+
+    def runner(self, *, dry: bool = False, **extra: str) -> FlyRunner:
+        """A FlyRunner against the stand-in, with `extra` in its environment; what it echoes is
+        kept in `.lines`."""
+        lines: list[str] = []
+        r = FlyRunner(dry=dry, env=self.environ(**extra), echo=lines.append)
+        r.lines = lines  # type: ignore[attr-defined]
+        return r
 
     def fly(self, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
         p = subprocess.run([sys.executable, str(FLYCTL), *args], env=self.environ(**env), text=True,
