@@ -219,6 +219,10 @@ progress_pid=$!
 phase toc
 echo "t_start=$(cat "$work/fetch.t0")"
 follow() { tail -c +1 -s 0.1 --pid="$fetch_pid" -f "$work/dump"; }
+wait_fetch() {  # until the fetch's status is written: restic has exited, then up to 5 s for the rename
+  while [ ! -e "$work/fetch.rc" ] && kill -0 "$fetch_pid" 2>/dev/null; do sleep 0.05; done
+  local n=0; while [ ! -e "$work/fetch.rc" ] && [ "$n" -lt 100 ]; do sleep 0.05; n=$((n+1)); done
+}
 expected_sha=; sha=
 sha_matches() { [ -z "$expected_sha" ] || [ "$sha" = "$expected_sha" ]; }
 """]
@@ -228,8 +232,7 @@ expected_sha={shlex.quote(expected_sha256)}
 # the complete file, from disk (no pipe), once the fetch ended; at a lower priority than the
 # loaders: the hash is needed only before post-data
 ( renice -n 10 -p "$BASHPID" >/dev/null 2>&1
-  while [ ! -e "$work/fetch.rc" ] && kill -0 "$fetch_pid" 2>/dev/null; do sleep 0.05; done
-  n=0; while [ ! -e "$work/fetch.rc" ] && [ "$n" -lt 100 ]; do sleep 0.05; n=$((n+1)); done
+  wait_fetch
   if [ "$(cat "$work/fetch.rc" 2>/dev/null)" = 0 ]; then sha256_of < "$work/dump" > "$work/sha"; fi
   echo "${{EPOCHREALTIME/,/.}}" > "$work/t.hashed" ) & sha_pid=$!
 """)
@@ -277,8 +280,7 @@ if [ "$rc_pre" = 0 ]; then
 else
   stop_fetch
 fi
-while [ ! -e "$work/fetch.rc" ] && kill -0 "$fetch_pid" 2>/dev/null; do sleep 0.05; done
-n=0; while [ ! -e "$work/fetch.rc" ] && [ "$n" -lt 100 ]; do sleep 0.05; n=$((n+1)); done
+wait_fetch
 rc_fetch=$(cat "$work/fetch.rc" 2>/dev/null || echo lost)
 echo "t_fetched=$(cat "$work/fetch.end" 2>/dev/null)"
 bytes=$(stat -c %s "$work/dump")
