@@ -78,8 +78,13 @@ def prune_plan(result: dict, env: str, location: str) -> dict:
         steps.append(f"forget {len(result['locks'])} released or stale lock snapshots")
     steps.append(f"restic forget {len(result.get('forget') or [])} snapshots, then restic prune {location} "
                  "(also reclaims data of failed or killed uploads)")
+    if result.get("temp_files"):
+        size = sum(t["bytes"] for t in result["temp_files"])
+        steps.append(f"remove {len(result['temp_files'])} temporary files ({size} bytes) that restic processes "
+                     "killed while writing left behind (restic never removes them)")
     return {"dry": True, "task": "db.prune", "env": env, "repository": location, "steps": steps,
-            "drop": result["drop"], "orphans": result["orphans"], "keep": result["keep"]}
+            "drop": result["drop"], "orphans": result["orphans"], "keep": result["keep"],
+            "temp_files": result.get("temp_files") or []}
 
 
 def drill_plan(*, env: str, repo_config: RepoConfig, backup: str, target: str, rto: float | None,

@@ -17,6 +17,7 @@ import json
 import shlex
 import urllib.parse
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from flyops.db.config import RepoConfig, Tools
 from flyops.db.hosts import Host, RunResult
@@ -87,6 +88,11 @@ def endpoint(location: str) -> tuple[str, int] | None:
         return None
     u = urllib.parse.urlsplit(location[3:])
     return u.hostname or "", u.port or (443 if u.scheme == "https" else 80)
+
+
+#: the name restic's local backend gives a file while writing it (`temp_leftovers`): the final
+#: name (an id, or `config`) + "-tmp-" + os.CreateTemp's random digits, as a find -regex.
+TEMP_NAME = r".*/([0-9a-f]{64}|config)-tmp-[0-9]+"
 
 
 @dataclass
@@ -170,6 +176,34 @@ class Repo:
         internal/repository/lock_file.go `stale`). A restic killed mid-backup leaves one, and
         restic's exclusive commands (forget, prune) refuse to run beside any lock, stale or not."""
         self.run("unlock", what="unlock")
+
+    def temp_leftovers(self, older_than: datetime, *, delete: bool = False) -> list[dict]:
+        """restic's unfinished temporary files in a folder repository, last written before
+        `older_than`: [{"path": relative path, "bytes": size}], removed when `delete`.
+
+        restic's local backend writes every file as `<name>-tmp-<random digits>` in its final
+        folder, preallocated to the full size, and renames it once written and synced
+        (internal/backend/local/local.go, Save; tempFile = os.CreateTemp). A restic killed in
+        between (SIGKILL, the OOM killer, a reboot) leaves that file, and no restic command
+        removes it: Repository.List skips every name that is not an id
+        (internal/repository/repository.go, List: "unable to parse %v as an ID"), so
+        `restic prune` neither sees nor reclaims it. An S3 repository has none: restic stores
+        each file with one PUT below 200 MiB (internal/backend/s3/s3.go, Save: PartSize) and
+        packs are 16 MiB by default. The age check leaves a file another restic is writing now
+        alone (its writes keep its modification time current). The search and the removal are
+        one `find` on the host, so a file written after the cut-off is never removed."""
+        if self.location.startswith("s3:"):
+            return []
+        argv = ["find", self.location, "-mindepth", "1", "-maxdepth", "3", "-type", "f",
+                "-regextype", "posix-extended", "-regex", TEMP_NAME, "!", "-newermt", f"@{int(older_than.timestamp())}",
+                "-printf", r"%s\t%P\n", *(["-delete"] if delete else [])]
+        r = self.host.run_script(shlex.join(argv) + "\n")
+        if not r.ok:
+            raise OpsError(f"repository {self.location}: cannot list restic's temporary files on {self.host.name} "
+                           f"(find exit {r.rc}): {r.stderr.strip()[-300:]}",
+                           fix="check the folder is readable (and writable, to remove them) by this user")
+        rows = [line.split("\t", 1) for line in r.stdout.splitlines() if "\t" in line]
+        return [{"path": path, "bytes": int(size)} for size, path in sorted(rows, key=lambda x: x[1])]
 
     def prune(self) -> RunResult:
         """`restic prune`: removes data no snapshot references, such as the packs a killed or

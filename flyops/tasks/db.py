@@ -308,6 +308,10 @@ def prune(ctx, env, yes=False, json=False, on=None, ssh_key=None):
               + ("; restic prune reclaimed the data no snapshot references" if result["applied"] else ""))
     for bid in result["drop"]:
         out.print(f"  {verb}: {bid}")
+    if result["temp_files"]:
+        size = sum(t["bytes"] for t in result["temp_files"])
+        out.print(f"  {'removed' if result['applied'] else 'would remove'} {len(result['temp_files'])} temporary "
+                  f"files ({size} bytes) of restic processes killed while writing")
     if not yes:
         out.print(f"dry run: nothing was deleted; run `inv db.prune --env {stack.env} --yes` to apply "
                   "(it also reclaims the data of failed or killed uploads)")

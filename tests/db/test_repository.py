@@ -19,7 +19,8 @@ from flyops.db.backup import backup
 from flyops.db.catalog import find_backup, list_backups
 from flyops.db.config import RepoConfig, Tools
 from flyops.db.hosts import LocalHost
-from flyops.db.prune import prune
+from flyops.db.plans import prune_plan
+from flyops.db.prune import TEMP_GRACE, prune
 from flyops.db.repolock import STALE_AFTER, live_locks, repository_lock
 from flyops.db.restic import Repo, classify
 from flyops.db.restore import restore
@@ -102,22 +103,46 @@ def _restic_pids(location: str) -> list[int]:
     return pids
 
 
-def test_prune_reclaims_a_killed_upload(pg, make_db, repo, lock_dir, tmp_path):
-    """restic writes packs before the snapshot that names them; killed mid-upload (SIGKILL, as
-    the OOM killer or a reboot would), it leaves them unreferenced. db.prune gives the bytes back."""
-    db = make_db("big")
-    with psycopg.connect(pg.url(db).reveal(), autocommit=True) as c:  # ~64 MB of incompressible bytes
-        c.execute("CREATE TABLE noise AS SELECT g, decode(md5(random()::text) || md5(random()::text), 'hex') AS b "
-                  "FROM generate_series(1, 2000000) g")
-    kept = backup(source(pg, make_db("small")), repo, lock_dir=lock_dir)
-    before = _du(repo.location)
-    # a pg_dump that stalls after 48 MB: restic has written packs (16 MiB each) by then
-    stall = tmp_path / "stall"
-    stall.mkdir()
-    tool = stall / "pg_dump"
-    tool.write_text(f'#!/bin/bash\n[ "$1" = --version ] && exec {pg.bindir / "pg_dump"} "$@"\n'
-                    f'{pg.bindir / "pg_dump"} "$@" | {{ head -c 48000000; sleep 60; cat; }}\n')
-    tool.chmod(0o755)
+def _writing_temp_file(pids: list[int]) -> bool:
+    """Whether one of these restic processes has a `<id>-tmp-<digits>` file open: restic's local
+    backend creates it, writes and syncs it, closes it, then renames it to the pack's id
+    (internal/backend/local/local.go, Save), so an open one is a pack not yet in place."""
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if "-tmp-" in os.readlink(f"/proc/{pid}/fd/{fd}"):
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+STALL = "60.0417"  # the stalled pg_dump's sleep, told apart from any other sleep by its odd length
+
+
+def _stalls() -> list[int]:
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", STALL.encode()]:
+                pids.append(int(pid))
+        except OSError:
+            continue
+    return pids
+
+
+def _temp_files(location: str) -> list[str]:
+    return sorted(str(p.relative_to(location)) for p in Path(location).glob("data/*/*-tmp-*"))
+
+
+def _kill_upload_mid_pack(pg, db, repo, lock_dir, tool) -> list[BaseException]:
+    """Run a backup of `db` and SIGKILL its restic (as the OOM killer or a reboot would) after
+    the dump's first pack is in place and while it writes the next one. Returns the backup's
+    failure."""
     failure: list[BaseException] = []
 
     def run():
@@ -126,27 +151,87 @@ def test_prune_reclaims_a_killed_upload(pg, make_db, repo, lock_dir, tmp_path):
         except BaseException as e:  # noqa: BLE001
             failure.append(e)
 
+    def packs() -> dict[str, int]:
+        return {p.name: p.stat().st_size for p in Path(repo.location, "data").glob("*/*") if "-tmp-" not in p.name}
+
+    existing = packs()
     t = threading.Thread(target=run)
     t.start()
     deadline = time.monotonic() + 120
-    while _du(repo.location) < before + 30_000_000:
-        assert time.monotonic() < deadline, "restic never wrote 30 MB of packs"
-        time.sleep(0.2)
-    for pid in _restic_pids(repo.location):
-        os.kill(pid, signal.SIGKILL)
-    t.join(timeout=120)
-    assert failure and isinstance(failure[0], OpsError) and "restic" in failure[0].message
-    assert "pg_dump (" not in failure[0].message  # restic died; pg_dump only saw the broken pipe
+    pids: list[int] = []
+    first_pack = False  # the backup's lock snapshot is a restic backup too: wait for the dump's first 16 MiB pack
+    try:
+        while t.is_alive():
+            assert time.monotonic() < deadline, "restic never wrote a second pack"
+            if not pids or not all(os.path.exists(f"/proc/{p}") for p in pids):
+                pids = _restic_pids(repo.location)  # a scan of /proc takes milliseconds: only when they change
+            writing = bool(pids) and _writing_temp_file(pids)
+            if writing and first_pack:
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+                break
+            if not writing and not first_pack:  # between two packs, so that seeing the next one open kills at once
+                first_pack = sum(n for p, n in packs().items() if p not in existing) > 16_000_000
+            time.sleep(0.0005)
+    finally:
+        while t.is_alive() and time.monotonic() < deadline + 120:
+            for pid in _stalls():  # the pg_dump stalled behind the dead restic ends now, not a minute later
+                os.kill(pid, signal.SIGTERM)
+            t.join(timeout=0.2)
+    return failure
+
+
+def test_prune_reclaims_a_killed_upload(pg, make_db, repo, lock_dir, tmp_path):
+    """restic writes packs before the snapshot that names them; killed mid-upload (SIGKILL, as
+    the OOM killer or a reboot would), it leaves them unreferenced, and the pack it was writing
+    as a temporary file that no restic command removes (`Repo.temp_leftovers`). db.prune gives
+    both back: the temporary file once nothing has written it for TEMP_GRACE."""
+    db = make_db("big")
+    with psycopg.connect(pg.url(db).reveal(), autocommit=True) as c:  # ~64 MB of incompressible bytes
+        c.execute("CREATE TABLE noise AS SELECT g, decode(md5(random()::text) || md5(random()::text), 'hex') AS b "
+                  "FROM generate_series(1, 2000000) g")
+    kept = backup(source(pg, make_db("small")), repo, lock_dir=lock_dir)
+    before = _du(repo.location)
+    # a pg_dump whose output stalls after 100 MB (of about 150): restic, compressing it, has written
+    # packs (16 MiB each) of about 50 MB by then.
+    # Shorter output (the backup's other pg_dump runs) passes straight through.
+    stall = tmp_path / "stall"
+    stall.mkdir()
+    tool = stall / "pg_dump"
+    tool.write_text(f'#!/bin/bash\n[ "$1" = --version ] && exec {pg.bindir / "pg_dump"} "$@"\n'
+                    f'{pg.bindir / "pg_dump"} "$@" | {{ head -c 100000000; head -c 1 > {stall}/more; '
+                    f'[ -s {stall}/more ] || exit 0; sleep {STALL}; cat {stall}/more -; }}\n')
+    tool.chmod(0o755)
+    for _attempt in range(5):  # the pack may be renamed between seeing it open and the kill: try again
+        failure = _kill_upload_mid_pack(pg, db, repo, lock_dir, tool)
+        assert failure and isinstance(failure[0], OpsError) and "restic" in failure[0].message
+        assert "pg_dump (" not in failure[0].message  # restic died; pg_dump only saw the broken pipe
+        if _temp_files(repo.location):
+            break
+        print(f"attempt {_attempt + 1}: the pack was in place before restic died; again")
+    temps = _temp_files(repo.location)
+    assert temps, "no attempt killed restic while it was writing a pack"
     left = _du(repo.location)
-    assert left > before + 30_000_000  # the killed upload's packs are still there
+    assert left > before + 30_000_000  # a pack in place and the one being written (preallocated)
     assert [b["id"] for b in list_backups(repo, "staging")] == [kept["id"]]
 
-    result = prune(repo, "staging", Retention(), confirm=True)
+    now = datetime.now(UTC)
+    fresh = prune(repo, "staging", Retention(), confirm=True, now=now)  # the same minute: the file is left alone
+    assert fresh["applied"] and fresh["temp_files"] == [] and _temp_files(repo.location) == temps
+    later = now + TEMP_GRACE + timedelta(minutes=1)
+    plan = prune(repo, "staging", Retention(), now=later)
+    assert sorted(t["path"] for t in plan["temp_files"]) == temps and all(t["bytes"] > 0 for t in plan["temp_files"])
+    assert _temp_files(repo.location) == temps  # the plan only read
+    assert any(f"remove {len(temps)} temporary files" in step
+               for step in prune_plan(plan, "staging", repo.location)["steps"])
+    result = prune(repo, "staging", Retention(), confirm=True, now=later)
     assert result["drop"] == [] and result["applied"]
+    assert sorted(t["path"] for t in result["temp_files"]) == temps and _temp_files(repo.location) == []
     after = _du(repo.location)
     print(f"repository bytes: before {before}, after the killed upload {left}, after db.prune {after}")
     assert after < before + 2_000_000, (before, left, after)  # given back (index and snapshot files aside)
     assert [b["id"] for b in list_backups(repo, "staging")] == [kept["id"]]
+    assert Repo(repo, LocalHost()).run("check", what="check").ok
 
 
 def test_latest_is_the_database_as_it_was_not_the_pre_restore_copy(pg, small_db, repo, lock_dir):
