@@ -69,6 +69,11 @@ def restore_plan(ref: str, *, env: str, src_env: str, repo_config: RepoConfig, t
             "repository": repo.location, "target": target, "steps": steps}
 
 
+def temp_files_text(files: list[dict]) -> str:
+    """"N temporary files (B bytes)", of `prune`'s temp_files."""
+    return f"{len(files)} temporary files ({sum(f['bytes'] for f in files)} bytes)"
+
+
 def prune_plan(result: dict, env: str, location: str) -> dict:
     """`db.prune`'s plan from `prune(confirm=False)`'s answer (which only reads)."""
     steps = [f"keep {len(result['keep'])} backups"]
@@ -79,9 +84,8 @@ def prune_plan(result: dict, env: str, location: str) -> dict:
     steps.append(f"restic forget {len(result.get('forget') or [])} snapshots, then restic prune {location} "
                  "(also reclaims data of failed or killed uploads)")
     if result.get("temp_files"):
-        size = sum(t["bytes"] for t in result["temp_files"])
-        steps.append(f"remove {len(result['temp_files'])} temporary files ({size} bytes) that restic processes "
-                     "killed while writing left behind (restic never removes them)")
+        steps.append(f"remove {temp_files_text(result['temp_files'])} that restic processes killed while writing "
+                     "left behind (restic never removes them)")
     return {"dry": True, "task": "db.prune", "env": env, "repository": location, "steps": steps,
             "drop": result["drop"], "orphans": result["orphans"], "keep": result["keep"],
             "temp_files": result.get("temp_files") or []}

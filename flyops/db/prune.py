@@ -55,13 +55,13 @@ def prune(repo_config: RepoConfig, env: str, policy: Retention, *, confirm: bool
     forget = [s["id"] for bid in drop + orphans for s in _snaps(cat[bid])] + locks
     result = {"keep": sorted((b for b in decisions if decisions[b]["keep"]), reverse=True), "drop": drop,
               "orphans": orphans, "locks": locks, "decisions": decisions, "applied": False,
-              "forget": forget, "temp_files": repo.temp_leftovers(now - TEMP_GRACE)}
+              "forget": forget}
     if confirm:
         repo.unlock_stale()  # a killed backup's restic lock would block forget and prune
         repo.forget(forget, prune=False)
         repo.prune()
-        result["temp_files"] = repo.temp_leftovers(now - TEMP_GRACE, delete=True)
         result["applied"] = True
+    result["temp_files"] = repo.temp_leftovers(now - TEMP_GRACE, delete=confirm)  # listed, or removed
     return result
 
 

@@ -287,6 +287,7 @@ def restore(ctx, env, backup="latest", to="scratch", confirm=None, jobs=None, on
 def prune(ctx, env, yes=False, json=False, on=None, ssh_key=None):
     """Apply the stack's retention (daily/weekly/monthly, a minimum, pinned kept); a dry run unless --yes."""
     from flyops.db import settings as from_stack
+    from flyops.db.plans import temp_files_text
     from flyops.db.prune import prune as prune_core
 
     stack = stack_for(env)
@@ -309,9 +310,8 @@ def prune(ctx, env, yes=False, json=False, on=None, ssh_key=None):
     for bid in result["drop"]:
         out.print(f"  {verb}: {bid}")
     if result["temp_files"]:
-        size = sum(t["bytes"] for t in result["temp_files"])
-        out.print(f"  {'removed' if result['applied'] else 'would remove'} {len(result['temp_files'])} temporary "
-                  f"files ({size} bytes) of restic processes killed while writing")
+        out.print(f"  {'removed' if result['applied'] else 'would remove'} {temp_files_text(result['temp_files'])} "
+                  "of restic processes killed while writing")
     if not yes:
         out.print(f"dry run: nothing was deleted; run `inv db.prune --env {stack.env} --yes` to apply "
                   "(it also reclaims the data of failed or killed uploads)")

@@ -91,16 +91,21 @@ def _du(folder: str) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
 
 
-def _restic_pids(location: str) -> list[int]:
+def _pids_where(match) -> list[int]:
+    """The processes whose argv (split at NULs, from /proc/<pid>/cmdline) `match` accepts."""
     pids = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(a.endswith(b"restic") for a in argv[:1]) and location.encode() in argv and b"backup" in argv:
+        if match(argv):
             pids.append(int(pid))
     return pids
+
+
+def _restic_pids(location: str) -> list[int]:
+    return _pids_where(lambda argv: argv[0].endswith(b"restic") and location.encode() in argv and b"backup" in argv)
 
 
 def _writing_temp_file(pids: list[int]) -> bool:
@@ -125,14 +130,7 @@ STALL = "60.0417"  # the stalled pg_dump's sleep, told apart from any other slee
 
 
 def _stalls() -> list[int]:
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", STALL.encode()]:
-                pids.append(int(pid))
-        except OSError:
-            continue
-    return pids
+    return _pids_where(lambda argv: argv[:2] == [b"sleep", STALL.encode()])
 
 
 def _temp_files(location: str) -> list[str]:
